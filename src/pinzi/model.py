@@ -1,0 +1,307 @@
+"""The pinzi models: a bidirectional Transformer encoder written here, an LSTM baseline, heads.
+
+Reads top to bottom: config and size presets, the Transformer block, the two encoders,
+then the task models that put heads on them (``PinziForPinyin`` converts, ``PinziForClassification``
+labels texts). Weights are saved with ``save_pretrained`` as safetensors + config.json, and the
+vocabulary (``vocab.json``, see :mod:`pinzi.tokenizer`) beside them.
+
+Shapes in comments: B batch, T tokens, D hidden size, H heads, N selected positions, C chars.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import ModelOutput
+
+ARCHS = ("transformer", "lstm-attention")
+
+# Named sizes. Parameter counts are for a vocabulary of ~8k characters (see `pinzi info`).
+PRESETS: dict[str, dict] = {
+    "tiny": dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256),
+    "small": dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024),
+    "base": dict(hidden_size=512, num_layers=6, num_heads=8, intermediate_size=2048),
+    "large": dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072),
+}
+
+
+class PinziConfig(PretrainedConfig):
+    """Hyper-parameters of a pinzi model; the vocabulary layout comes from the tokenizer."""
+
+    model_type = "pinzi"
+
+    def __init__(
+        self,
+        vocab_size: int = 8000,
+        char_offset: int = 5,  # first char id: the head scores ids [char_offset, +n_chars)
+        n_chars: int = 7000,
+        arch: str = "transformer",
+        hidden_size: int = 256,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        intermediate_size: int = 1024,  # MLP width, 4x hidden as in BERT/GPT
+        max_position_embeddings: int = 256,  # longest input; the converter windows longer ones
+        dropout: float = 0.1,
+        initializer_range: float = 0.02,
+        num_labels: int = 2,  # classification only
+        label_names: list[str] | None = None,  # classification only, index -> name
+        pad_token_id: int = 0,
+        **kwargs,
+    ):
+        if arch not in ARCHS:
+            raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+        self.vocab_size = vocab_size
+        self.char_offset = char_offset
+        self.n_chars = n_chars
+        self.arch = arch
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_size = intermediate_size
+        self.max_position_embeddings = max_position_embeddings
+        self.dropout = dropout
+        self.initializer_range = initializer_range
+        self.label_names = list(label_names) if label_names else None
+        super().__init__(pad_token_id=pad_token_id, num_labels=num_labels, **kwargs)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> PinziConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+# ---- the Transformer ------------------------------------------------------------------------
+class SelfAttention(nn.Module):
+    def __init__(self, config: PinziConfig):
+        super().__init__()
+        self.num_heads = config.num_heads
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.out = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, D // self.num_heads).unbind(2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D/H)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_bias, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: PinziConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.hidden_size)
+        self.attn = SelfAttention(config)
+        self.ln2 = nn.LayerNorm(config.hidden_size)
+        self.mlp = nn.Sequential(
+            nn.Linear(config.hidden_size, config.intermediate_size),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(config.intermediate_size, config.hidden_size),
+        )
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), attn_bias))
+        return x + self.drop(self.mlp(self.ln2(x)))
+
+
+class TransformerEncoder(nn.Module):
+    def __init__(self, config: PinziConfig):
+        super().__init__()
+        self.embed = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=0)
+        self.pos = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.ln_f = nn.LayerNorm(config.hidden_size)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        T = input_ids.shape[1]
+        x = self.drop(self.embed(input_ids) + self.pos(torch.arange(T, device=input_ids.device)))
+        attn_bias = None
+        if attention_mask is not None:  # (B, T) 1 = real token -> additive (B, 1, 1, T)
+            padding = 1.0 - attention_mask[:, None, None, :].to(x.dtype)
+            attn_bias = padding * torch.finfo(x.dtype).min
+        for block in self.blocks:
+            x = block(x, attn_bias)
+        return self.ln_f(x)  # (B, T, D)
+
+
+# ---- the LSTM baseline ----------------------------------------------------------------------
+class LSTMAttentionEncoder(nn.Module):
+    """The seed material's LSTM encoder-decoder with attention, aligned to the input.
+
+    A bidirectional LSTM encodes the tokens; a decoder LSTM runs over the encoder states and
+    each of its steps attends (dot-product) over all encoder states. Pinyin-to-hanzi output is
+    aligned one character per syllable, so the decoder emits at every input position and needs
+    no autoregressive feedback: the same heads and decoding as the Transformer apply.
+    """
+
+    def __init__(self, config: PinziConfig):
+        super().__init__()
+        D = config.hidden_size
+        self.embed = nn.Embedding(config.vocab_size, D, padding_idx=0)
+        self.encoder = nn.LSTM(D, D // 2, num_layers=max(1, config.num_layers // 2),
+                               batch_first=True, bidirectional=True)
+        self.decoder = nn.LSTM(D, D, batch_first=True)
+        self.combine = nn.Linear(2 * D, D)
+        self.drop = nn.Dropout(config.dropout)
+        self.ln_f = nn.LayerNorm(D)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        memory, _ = self.encoder(self.drop(self.embed(input_ids)))  # (B, T, D)
+        state, _ = self.decoder(memory)
+        attn_bias = None
+        if attention_mask is not None:
+            padding = 1.0 - attention_mask[:, None, :].to(state.dtype)
+            attn_bias = padding * torch.finfo(state.dtype).min
+        context = F.scaled_dot_product_attention(state, memory, memory, attn_mask=attn_bias)
+        return self.ln_f(self.combine(self.drop(torch.cat([state, context], dim=-1))))
+
+
+ENCODERS = {"transformer": TransformerEncoder, "lstm-attention": LSTMAttentionEncoder}
+
+
+# ---- task models ----------------------------------------------------------------------------
+class PinziPreTrainedModel(PreTrainedModel):
+    config_class = PinziConfig
+    base_model_prefix = "encoder"
+    main_input_name = "input_ids"
+
+    def __init__(self, config: PinziConfig):
+        super().__init__(config)
+        self.encoder = ENCODERS[config.arch](config)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        return self.encoder(input_ids, attention_mask)
+
+
+@dataclass
+class PinyinOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (N, C) at the selected positions
+
+
+class PinziForPinyin(PinziPreTrainedModel):
+    """Encoder + conversion head tied to the character embeddings.
+
+    At each pinyin position the head scores every character (``hidden @ char_embeddings.T``);
+    the loss is a softmax over the *candidate set* only (the characters the token can be read
+    as), which is the task's real output space.
+    """
+
+    def __init__(self, config: PinziConfig):
+        super().__init__(config)
+        self.char_bias = nn.Parameter(torch.zeros(config.n_chars))
+        self.post_init()
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, PinziForPinyin):
+            nn.init.zeros_(module.char_bias)
+
+    def char_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (..., C) scores over every character of the vocabulary."""
+        start = self.config.char_offset
+        chars = self.encoder.embed.weight[start : start + self.config.n_chars]
+        return hidden @ chars.T + self.char_bias
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (B, T)
+        attention_mask: torch.Tensor | None = None,  # (B, T)
+        labels: torch.Tensor | None = None,  # (B, T) char index in [0, C) or -100
+        candidate_mask: torch.Tensor | None = None,  # (N, C) bool for the N labelled positions
+    ) -> PinyinOutput:
+        hidden = self.encode(input_ids, attention_mask)
+        if labels is None:
+            return PinyinOutput(logits=self.char_logits(hidden))
+        selected = labels != -100
+        logits = self.char_logits(hidden[selected])  # (N, C)
+        if candidate_mask is not None:
+            logits = logits.masked_fill(~candidate_mask, torch.finfo(logits.dtype).min)
+        loss = F.cross_entropy(logits.float(), labels[selected])
+        return PinyinOutput(loss=loss, logits=logits)
+
+
+@dataclass
+class ClassificationOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (B, num_labels)
+
+
+class PinziForClassification(PinziPreTrainedModel):
+    """Encoder + mean pooling + a linear classifier; an optional per-class loss weight."""
+
+    def __init__(self, config: PinziConfig):
+        super().__init__(config)
+        self.drop = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,  # (B,)
+        class_weights: torch.Tensor | None = None,  # (num_labels,)
+    ) -> ClassificationOutput:
+        hidden = self.encode(input_ids, attention_mask)
+        if attention_mask is None:
+            pooled = hidden.mean(dim=1)
+        else:
+            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        logits = self.classifier(self.drop(pooled))
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float(), labels, weight=class_weights)
+        return ClassificationOutput(loss=loss, logits=logits)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+class ModelLoadError(ValueError):
+    """A model folder or hub id that cannot be loaded: missing, corrupt or mismatched."""
+
+
+def load_pretrained(cls: type[PinziPreTrainedModel], name_or_path: str, **overrides):
+    """Load ``cls`` and its tokenizer from a folder or a Hugging Face hub id (safetensors only).
+
+    Returns ``(model, tokenizer)``; raises :class:`ModelLoadError` with a readable reason.
+    """
+    from pathlib import Path
+
+    from pinzi.tokenizer import PinziTokenizer
+
+    folder = Path(name_or_path)
+    if not folder.exists():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(name_or_path))
+        except Exception as err:  # offline, unknown repo, bad name: one clear message
+            raise ModelLoadError(f"no model folder {name_or_path!r} here, and it could not be "
+                                 f"fetched from the Hugging Face hub: {err}") from err
+    tokenizer = PinziTokenizer.load(folder)
+    try:
+        model = cls.from_pretrained(folder, use_safetensors=True, **overrides)
+    except Exception as err:  # truncated or foreign weights, bad config.json
+        raise ModelLoadError(f"the model in {folder} cannot be loaded: {err}") from err
+    if model.config.vocab_size != tokenizer.vocab_size:
+        raise ModelLoadError(f"{folder}: vocab.json has {tokenizer.vocab_size} tokens but the "
+                             f"weights expect {model.config.vocab_size}")
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,474 @@
+"""The one training loop of pinzi: pretraining, domain fine-tuning and classification all run here.
+
+It is built on `accelerate`, so the same code runs on this CPU, one GPU, or many GPUs and
+machines (``accelerate launch -m pinzi.cli pretrain ...`` or ``torchrun``). A *task* supplies the
+data and the metrics (see :class:`Task`); the loop supplies AdamW with weight decay, warmup then
+cosine decay, gradient accumulation and clipping, periodic validation, early stopping, the best
+model, atomic checkpoints with exact resume, a rich progress bar, TensorBoard logs and a PNG of
+the curves.
+
+Run folder layout::
+
+    OUT/                      the best model (config.json, model.safetensors, vocab.json)
+    OUT/checkpoints/step-N/   resumable state; OUT/checkpoints/latest names the newest good one
+    OUT/history.jsonl         one JSON row per log or eval
+    OUT/tensorboard/          TensorBoard event files
+    OUT/curves.png            loss and metric curves, drawn at the end
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import errno
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+
+class TrainingError(RuntimeError):
+    """A problem the user can fix (bad config, missing data, full disk): shown without traceback."""
+
+
+@dataclass
+class TrainConfig:
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    max_steps: int = 2000
+    max_minutes: float = 0.0  # stop (and keep the best model) after this wall time; 0 = no limit
+    batch_tokens: int = 8192  # tokens per batch (padded), per process
+    grad_accum: int = 1
+    grad_clip: float = 1.0
+    eval_every: int = 250
+    save_every: int = 250
+    keep_checkpoints: int = 2
+    patience: int = 0  # evaluations without improvement before stopping; 0 = never stop early
+    log_every: int = 10
+    seed: int = 1234
+    mixed_precision: str = "auto"  # auto | no | bf16 | fp16 ("auto": bf16 on a GPU that has it)
+
+
+class Task(Protocol):
+    """What a training job must provide to :func:`train`."""
+
+    metric: str  # name of the validation metric to maximise (e.g. "char_acc")
+
+    def batches(self, epoch: int) -> list[Any]:
+        """The epoch's batch descriptions in order; a pure function of (seed, epoch)."""
+
+    def make_batch(self, description: Any, key: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        """Materialise one batch; any randomness comes from ``key`` alone (exact resume)."""
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Validation figures, including ``loss`` and ``self.metric``."""
+
+    def save(self, model: nn.Module, directory: Path) -> None:
+        """Write a loadable model (weights, config, vocabulary) into ``directory``."""
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    epoch: int = 0
+    batch_index: int = 0  # next batch of `epoch` to consume
+    tokens: int = 0
+    best_metric: float = -math.inf
+    evals_without_improvement: int = 0
+
+
+# ---- config files -----------------------------------------------------------------------------
+def check_known(keys, known, *, where: str) -> None:
+    """Raise a TrainingError naming each unknown key and the closest known one."""
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise TrainingError(f"unknown setting {', '.join(hints)} in {where}")
+
+
+def build_dataclass(cls: type, values: dict[str, Any], *, where: str) -> Any:
+    """``cls(**values)`` with a helpful error for unknown keys and wrong types."""
+    check_known(values, {f.name for f in dataclasses.fields(cls)}, where=where)
+    typed = {}
+    for key, value in values.items():
+        default = getattr(cls(), key)
+        try:
+            typed[key] = type(default)(value) if not isinstance(value, type(default)) else value
+        except (TypeError, ValueError) as err:
+            raise TrainingError(f"{key} in {where} must be a {type(default).__name__}, "
+                                f"got {value!r}") from err
+    return cls(**typed)
+
+
+def read_config_file(path: str | Path | None) -> dict[str, Any]:
+    """A YAML or TOML file of settings (flat, or grouped in sections that are merged)."""
+    if path is None:
+        return {}
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+    except OSError as err:
+        raise TrainingError(f"cannot read config file {path}: {err.strerror}") from err
+    except Exception as err:  # a parser error: show where, not a traceback
+        raise TrainingError(f"config file {path} is not valid: {err}") from err
+    if not isinstance(data, dict):
+        raise TrainingError(f"config file {path} must hold key: value settings")
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat.update(value if isinstance(value, dict) else {key: value})
+    return flat
+
+
+def split_settings(settings: dict[str, Any], *classes: type) -> list[dict[str, Any]]:
+    """Route each setting to the dataclass that has a field of that name; unknown ones go last."""
+    parts: list[dict[str, Any]] = [{} for _ in range(len(classes) + 1)]
+    for key, value in settings.items():
+        owner = next((i for i, c in enumerate(classes)
+                      if key in {f.name for f in dataclasses.fields(c)}), len(classes))
+        parts[owner][key] = value
+    return parts
+
+
+# ---- optimisation -------------------------------------------------------------------------------
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases, norms and embeddings (the usual GPT/BERT recipe)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (decay if param.ndim >= 2 and "embed" not in name else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.98), eps=1e-8)
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to 1, then cosine decay to 10% at max_steps."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# ---- atomic files ----------------------------------------------------------------------
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_dir_atomic(target: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a fresh temporary folder, then swap it in place of ``target`` with renames."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    fill(tmp)
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class Checkpoints:
+    """``checkpoints/step-N/`` folders plus a ``latest`` pointer that is replaced atomically,
+    so a crash while writing step N leaves step N-1 as the checkpoint to resume from."""
+
+    def __init__(self, root: Path, keep: int):
+        self.root, self.keep = root, max(1, keep)
+
+    def latest(self) -> Path | None:
+        pointer = self.root / "latest"
+        if not pointer.exists():
+            return None
+        path = self.root / pointer.read_text().strip()
+        return path if (path / "state.json").exists() else None
+
+    def save(self, step: int, fill: Callable[[Path], None]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_dir_atomic(self.root / f"step-{step:08d}", fill)
+        write_atomic(self.root / "latest", f"step-{step:08d}\n".encode())
+        steps = sorted(p for p in self.root.glob("step-*") if p.is_dir())
+        for old in steps[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, state: TrainState) -> None:
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(weights, str(directory / "model.safetensors"))
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": rng}, directory / "optimizer.pt")
+    (directory / "state.json").write_text(json.dumps(dataclasses.asdict(state)))
+
+
+def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler) -> TrainState:
+    try:
+        model.load_state_dict(load_file(str(directory / "model.safetensors")))
+        # weights_only: tensors and plain containers only, never arbitrary pickled objects
+        extra = torch.load(directory / "optimizer.pt", weights_only=True)
+        state = TrainState(**json.loads((directory / "state.json").read_text()))
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+        raise TrainingError(f"checkpoint {directory} is damaged: {err}") from err
+    optimizer.load_state_dict(extra["optimizer"])
+    scheduler.load_state_dict(extra["scheduler"])
+    torch.set_rng_state(extra["rng"]["cpu"])
+    if "cuda" in extra["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(extra["rng"]["cuda"])
+    return state
+
+
+# ---- the loop -----------------------------------------------------------------------------------
+def _mixed_precision(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def _endless_batches(task: Task, state: TrainState, rank: int, world: int) -> Iterator[tuple]:
+    """(epoch, index, description) from the resume position on; each process takes its share."""
+    while True:
+        batches = task.batches(state.epoch)
+        for index in range(state.batch_index, len(batches)):
+            if index % world == rank:
+                yield state.epoch, index, batches[index]
+        state.epoch, state.batch_index = state.epoch + 1, 0
+
+
+def train(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | Path, *,
+          resume: bool = False, progress: bool = True,
+          on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+    """Train ``model`` on ``task``; returns a summary (steps, best metric, timings).
+
+    ``on_step(step, loss)`` is called after every optimiser step (tests use it to interrupt).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision),
+                              gradient_accumulation_steps=cfg.grad_accum)
+    set_seed(cfg.seed)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    checkpoints = Checkpoints(out / "checkpoints", cfg.keep_checkpoints)
+    history_path = out / "history.jsonl"
+
+    state = TrainState()
+    if resume:
+        latest = checkpoints.latest()
+        if latest is None:
+            raise TrainingError(f"--resume: no checkpoint in {checkpoints.root}")
+        state = load_checkpoint(latest, accelerator.unwrap_model(model), optimizer, scheduler)
+        _truncate_history(history_path, state.step)
+    elif history_path.exists():
+        history_path.unlink()
+
+    is_main = accelerator.is_main_process
+    writer = _tensorboard(out) if is_main else None
+    bar = _progress_bar(cfg.max_steps, enabled=progress and is_main)
+    stream = _endless_batches(task, state, accelerator.process_index, accelerator.num_processes)
+    started, window_tokens, window_start, stop_reason = time.time(), 0, time.time(), "max_steps"
+    model.train()
+    with bar:
+        bar_task = bar.add_task("training", total=cfg.max_steps, completed=state.step,
+                                loss=math.nan, speed=0.0)
+        while state.step < cfg.max_steps:
+            loss_sum = 0.0
+            for _ in range(cfg.grad_accum):
+                epoch, index, description = next(stream)
+                batch = {k: v.to(accelerator.device)
+                         for k, v in task.make_batch(description, (cfg.seed, epoch, index)).items()}
+                with accelerator.accumulate(model):
+                    loss = model(**batch).loss
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and cfg.grad_clip > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                loss_sum += loss.item()
+                window_tokens += int(batch["attention_mask"].sum()) * accelerator.num_processes
+                # Round up to whole rounds of the world so every process resumes in step.
+                world = accelerator.num_processes
+                state.batch_index = (index // world + 1) * world
+            scheduler.step()
+            state.step += 1
+            loss_value = loss_sum / cfg.grad_accum
+            state.tokens += window_tokens
+            if on_step is not None:
+                on_step(state.step, loss_value)
+            if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
+                speed = window_tokens / max(1e-9, time.time() - window_start)
+                row = {"step": state.step, "loss": loss_value, "lr": scheduler.get_last_lr()[0],
+                       "tokens_per_s": speed}
+                _log(history_path, writer, row, is_main)
+                bar.update(bar_task, loss=loss_value, speed=speed)
+                window_tokens, window_start = 0, time.time()
+            bar.update(bar_task, completed=state.step)
+            evaluate_now = state.step % cfg.eval_every == 0 or state.step == cfg.max_steps
+            if evaluate_now and _evaluate_and_keep_best(model, task, state, accelerator, out,
+                                                        history_path, writer, cfg):
+                stop_reason = "early_stopping"
+            timed_out = cfg.max_minutes > 0 and time.time() - started > 60 * cfg.max_minutes
+            save_now = state.step % cfg.save_every == 0 or stop_reason != "max_steps" or timed_out
+            if save_now and is_main:
+                _save_checkpoint(checkpoints, state, accelerator, model, optimizer, scheduler)
+            if stop_reason != "max_steps":
+                break
+            if timed_out:
+                stop_reason = "max_minutes"
+                break
+    if state.best_metric == -math.inf:  # never evaluated: keep the final weights
+        _evaluate_and_keep_best(model, task, state, accelerator, out, history_path, writer, cfg)
+    if is_main:
+        _publish_best(out)
+        if writer is not None:
+            writer.close()
+        plot_history(history_path, out / "curves.png", task.metric)
+    return {"steps": state.step, "best_" + task.metric: state.best_metric, "stop": stop_reason,
+            "minutes": (time.time() - started) / 60, "tokens": state.tokens}
+
+
+def _evaluate_and_keep_best(model, task, state, accelerator, out, history_path, writer,
+                            cfg) -> bool:
+    """Validate, keep the best model in OUT/best; True when early stopping says stop."""
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.eval()
+    with torch.no_grad():
+        figures = task.evaluate(unwrapped)
+    unwrapped.train()
+    row = {"step": state.step, **{f"valid_{k}": v for k, v in figures.items()}}
+    _log(history_path, writer, row, accelerator.is_main_process)
+    if figures[task.metric] > state.best_metric:
+        state.best_metric, state.evals_without_improvement = figures[task.metric], 0
+        if accelerator.is_main_process:
+            _guard_disk(lambda: write_dir_atomic(out / "best", lambda d: task.save(unwrapped, d)),
+                        out / "best")
+    else:
+        state.evals_without_improvement += 1
+    return cfg.patience > 0 and state.evals_without_improvement >= cfg.patience
+
+
+def _save_checkpoint(checkpoints, state, accelerator, model, optimizer, scheduler) -> None:
+    unwrapped = accelerator.unwrap_model(model)
+    _guard_disk(lambda: checkpoints.save(
+        state.step, lambda d: save_checkpoint(d, unwrapped, optimizer, scheduler, state)),
+        checkpoints.root)
+
+
+def _guard_disk(action: Callable[[], None], where: Path) -> None:
+    try:
+        action()
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise TrainingError(f"the disk is full while writing {where}; the last good "
+                                "checkpoint is untouched: free space and run again with --resume"
+                                ) from err
+        raise
+
+
+def _publish_best(out: Path) -> None:
+    """Copy the best model's files to the run folder itself, so ``--model OUT`` just works."""
+    best = out / "best"
+    for item in best.iterdir():
+        write_atomic(out / item.name, item.read_bytes())
+
+
+def _truncate_history(path: Path, step: int) -> None:
+    """After a resume, drop the rows logged after the checkpoint: they will be logged again."""
+    if not path.exists():
+        return
+    rows = [r for r in path.read_text().splitlines() if r and json.loads(r)["step"] <= step]
+    write_atomic(path, ("\n".join(rows) + "\n" if rows else "").encode())
+
+
+def _log(path: Path, writer, row: dict, is_main: bool) -> None:
+    if not is_main:
+        return
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    if writer is not None:
+        for key, value in row.items():
+            if key != "step":
+                writer.add_scalar(key, value, row["step"])
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional at run time
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def _progress_bar(total: int, enabled: bool):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]:.4f}"),
+                    TextColumn("{task.fields[speed]:,.0f} tok/s"), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled)
+
+
+def plot_history(history_path: Path, png_path: Path, metric: str) -> None:
+    """Loss (train and valid) and the validation metric against steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(r) for r in history_path.read_text().splitlines() if r]
+    train_rows = [r for r in rows if "loss" in r]
+    valid_rows = [r for r in rows if f"valid_{metric}" in r]
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot([r["step"] for r in train_rows], [r["loss"] for r in train_rows], label="train")
+    ax_loss.plot([r["step"] for r in valid_rows], [r["valid_loss"] for r in valid_rows], "o-",
+                 label="valid")
+    ax_loss.set(xlabel="step", ylabel="loss", title="loss")
+    ax_loss.legend()
+    ax_metric.plot([r["step"] for r in valid_rows], [r[f"valid_{metric}"] for r in valid_rows],
+                   "o-")
+    ax_metric.set(xlabel="step", ylabel=metric, title=f"validation {metric}")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+

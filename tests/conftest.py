@@ -1,0 +1,57 @@
+"""Shared fixtures: a 20-sentence corpus, prepared once, and a tiny converter trained on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+# Small models gain nothing from intra-op threads, and on a busy machine two threads that
+# wait for each other make every forward pass many times slower.
+torch.set_num_threads(1)
+
+SENTENCES = [
+    "我爱北京天安门", "今天天气很好", "我们去公园玩吧", "中国人民银行发布了新的政策",
+    "他在银行工作", "你好世界", "学习使我快乐", "明天会更好", "北京是中国的首都",
+    "我想去上海旅游", "这本书很有意思", "春天来了花开了", "请问洗手间在哪里", "我喜欢吃苹果",
+    "火车站怎么走", "他们正在开会", "经济发展很快", "孩子们在操场上跑步", "晚上一起吃饭吧",
+    "祝你生日快乐",
+]
+
+# Settings under which the tiny model learns SENTENCES completely within a few seconds.
+TINY_SETTINGS = dict(max_steps=150, eval_every=50, save_every=50, batch_tokens=512,
+                     learning_rate=3e-3, warmup_steps=10, dropout=0.0, all_pinyin=0.8,
+                     log_every=10)
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """SENTENCES prepared by the real pipeline, with valid = train (the goal is to learn them)."""
+    import shutil
+
+    from datasets import DatasetDict, load_from_disk
+
+    from pinzi.data import prepare
+
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "train.txt").write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
+    prepare([str(root / "train.txt")], root / "prepared", num_workers=1, progress=False)
+    splits = load_from_disk(str(root / "prepared"))
+    out = root / "learn"
+    DatasetDict({"train": splits["train"], "valid": splits["train"],
+                 "test": splits["train"]}).save_to_disk(str(out))
+    shutil.copy(root / "prepared" / "chars.tsv", out / "chars.tsv")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_corpus, tmp_path_factory) -> Path:
+    """A tiny converter trained on SENTENCES (about ten seconds)."""
+    from pinzi.denoise import train_converter
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    summary = train_converter(tiny_corpus, out, preset="tiny", settings=dict(TINY_SETTINGS),
+                              progress=False)
+    assert summary["best_char_acc"] == 1.0
+    return out
