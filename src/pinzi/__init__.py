@@ -1,0 +1,24 @@
+"""pinzi (拼字): a Chinese language model built from scratch; pinyin -> hanzi and classification.
+
+>>> from pinzi import Converter                      # doctest: +SKIP
+>>> Converter.from_pretrained().convert("nihao")     # doctest: +SKIP
+'你好'
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("pinzi")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"
+
+__all__ = ["Converter", "__version__"]
+
+
+def __getattr__(name: str):
+    # Importing torch takes a second: only pay for it when the converter is used.
+    if name == "Converter":
+        from pinzi.converter import Converter
+
+        return Converter
+    raise AttributeError(f"module 'pinzi' has no attribute {name!r}")

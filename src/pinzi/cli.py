@@ -1,0 +1,396 @@
+"""The `pinzi` command line: one sub-command per job of the toolkit.
+
+Every command prints a clear message and exits with status 2 on a user error (a missing file, a
+bad setting, a damaged model); tracebacks are kept for real bugs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from pinzi import __version__
+
+app = typer.Typer(
+    help="pinzi (拼字): build a Chinese language model from scratch and convert pinyin to hanzi.",
+    no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+data_app = typer.Typer(help="Prepare corpora for training.", no_args_is_help=True)
+app.add_typer(data_app, name="data", help="Turn raw Chinese text into training data.")
+err = Console(stderr=True)
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"pinzi {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """pinzi (拼字): build a Chinese language model from scratch and convert pinyin to hanzi."""
+
+
+# ---- convert ------------------------------------------------------------------------------------
+def _parse_fuzzy(value: str | None) -> frozenset[str]:
+    from pinzi.pinyin import FUZZY_PAIRS
+
+    if not value:
+        return frozenset()
+    if value == "all":
+        return frozenset(FUZZY_PAIRS)
+    pairs = frozenset(p.strip() for p in value.split(",") if p.strip())
+    unknown = sorted(pairs - set(FUZZY_PAIRS))
+    if unknown:
+        raise fail(f"unknown fuzzy pair(s) {', '.join(unknown)}; "
+                   f"choose from: all, {', '.join(FUZZY_PAIRS)}")
+    return pairs
+
+
+@app.command()
+def convert(
+    text: Annotated[str | None, typer.Argument(
+        help="Pinyin to convert, e.g. woaibeijing or 'wo ai bei jing'. "
+             "Omit it to convert standard input line by line.")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="Model folder or Hugging Face repo id [default: the shipped model]")
+    ] = None,
+    nbest: Annotated[int, typer.Option("--nbest", "-n", min=1, max=50,
+                                       help="Print the K best conversions, TAB-separated.")] = 1,
+    context: Annotated[str, typer.Option(help="Hanzi already committed to the left, e.g. 我想去."
+                                         )] = "",
+    userdict: Annotated[Path | None, typer.Option(
+        help="File of preferred words, one per line with an optional weight (default 4.0).")
+    ] = None,
+    fuzzy: Annotated[str | None, typer.Option(
+        help="Fuzzy pinyin: 'all' or pairs such as 'z=zh,n=l,an=ang'.")] = None,
+    punct: Annotated[bool, typer.Option(
+        "--punct", help="Map ASCII punctuation to Chinese punctuation (, -> ，).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Convert pinyin to hanzi: [bold]pinzi convert woaibeijingtiananmen[/] -> 我爱北京天安门.
+
+    Accepts spaced or continuous pinyin, apostrophes (xi'an), tone marks or digits (ni3hao3),
+    initials (bj, zhgr) and mixtures (beij), an unfinished last syllable, fuzzy pinyin, and
+    passes digits, Latin words, URLs and punctuation through unchanged.
+
+    Without TEXT it reads standard input and writes exactly one line per input line, flushed
+    at once, so it can run as a pipe or co-process. An empty line gives an empty line; a line
+    that cannot be converted (over 4096 characters) gives an empty line and a message on
+    standard error; invalid UTF-8 bytes become U+FFFD and pass through.
+    """
+    from pinzi.converter import InputTooLong
+    from pinzi.decode import UserDict
+    from pinzi.export import load_converter  # onnxruntime when the folder has a model.onnx
+    from pinzi.model import ModelLoadError
+
+    pairs = _parse_fuzzy(fuzzy)
+    try:
+        converter = load_converter(model)
+        if userdict is not None:
+            converter.userdict = UserDict.load(userdict)
+    except (ModelLoadError, OSError, ValueError) as error:
+        raise fail(str(error)) from None
+
+    def emit(line: str, number: int | None = None) -> None:
+        line = _CONTROL.sub("", line)
+        try:
+            best = converter.candidates(line, k=nbest, context=context, fuzzy=pairs,
+                                        chinese_punct=punct)
+        except InputTooLong as error:
+            where = f"line {number}: " if number else ""
+            err.print(f"[yellow]warning:[/] {where}{error}; output left empty", highlight=False)
+            best = []
+        if as_json:
+            out = json.dumps({"input": line, "output": best[0][0] if best else "",
+                              "candidates": [[t, round(s, 4)] for t, s in best]},
+                             ensure_ascii=False)
+        else:
+            out = "\t".join(t for t, _ in best)
+        sys.stdout.write(out + "\n")
+        sys.stdout.flush()
+
+    if text is not None:
+        emit(text)
+        return
+    for number, raw in enumerate(sys.stdin.buffer, 1):
+        line = raw.rstrip(b"\n").rstrip(b"\r")
+        try:
+            decoded = line.decode("utf-8")
+        except UnicodeDecodeError:
+            decoded = line.decode("utf-8", errors="replace")
+            err.print(f"[yellow]warning:[/] line {number}: invalid UTF-8 replaced by U+FFFD",
+                      highlight=False)
+        emit(decoded, number)
+
+
+# ---- data prepare -------------------------------------------------------------------------------
+@data_app.command("prepare")
+def data_prepare(
+    inputs: Annotated[list[str], typer.Argument(
+        help="Text/JSONL/TSV/CSV files (.gz too), folders of them, or Hugging Face dataset names."
+    )],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    text_field: Annotated[str, typer.Option(help="JSONL field holding the text.")] = "text",
+    text_column: Annotated[str, typer.Option(help="TSV/CSV column holding the text.")] = "text",
+    hf_split: Annotated[str | None, typer.Option(help="Split of a hub dataset.")] = None,
+    simplified: Annotated[bool, typer.Option(
+        "--simplified", help="Convert traditional to simplified characters (OpenCC t2s).")] = False,
+    min_hanzi: Annotated[int, typer.Option(help="Drop lines with fewer hanzi.")] = 2,
+    max_chars: Annotated[int, typer.Option(help="Split longer sentences at clauses.")] = 128,
+    valid_fraction: Annotated[float, typer.Option(help="Share of lines for validation.")] = 0.01,
+    test_fraction: Annotated[float, typer.Option(help="Share of lines for test.")] = 0.01,
+    seed: Annotated[int, typer.Option(help="Seed of the train/valid/test split.")] = 1234,
+    num_shards: Annotated[int, typer.Option(help="Split the work over N machines...")] = 1,
+    shard_index: Annotated[int, typer.Option(help="...and prepare this shard (0-based).")] = 0,
+    workers: Annotated[int | None, typer.Option(help="Processes [default: all cores].")] = None,
+) -> None:
+    """Normalise, split, deduplicate, annotate with pinyin and store a training dataset.
+
+    Writes OUT/train, OUT/valid, OUT/test (memory-mapped Arrow), OUT/chars.tsv (the character
+    vocabulary by frequency) and OUT/stats.json (what was kept and dropped, by reason). Files
+    whose names say their split (train/valid/dev/test) keep it.
+    """
+    from pinzi.data import DataError, prepare
+
+    try:
+        stats = prepare(inputs, out, text_field=text_field, text_column=text_column,
+                        hf_split=hf_split, to_simplified=simplified, min_hanzi=min_hanzi,
+                        max_chars=max_chars, valid_fraction=valid_fraction,
+                        test_fraction=test_fraction, seed=seed, num_shards=num_shards,
+                        shard_index=shard_index, num_workers=workers)
+    except (DataError, FileNotFoundError, ValueError) as error:
+        raise fail(str(error)) from None
+    err.print_json(json.dumps({k: stats[k] for k in ("lines", "chars", "vocab_size", "dropped")
+                               if k in stats}, ensure_ascii=False))
+
+
+# ---- pretrain -----------------------------------------------------------------------------------
+def _settings(config: Path | None, overrides: list[str] | None) -> dict:
+    from pinzi.train import read_config_file
+
+    settings = read_config_file(config)
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise fail(f"--set expects key=value, got {item!r}")
+        settings[key.strip().replace("-", "_")] = _scalar(value.strip())
+    return settings
+
+
+def _scalar(value: str):
+    import yaml
+
+    return yaml.safe_load(value) if value else value
+
+
+@app.command()
+def pretrain(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Folder from `pinzi data prepare`.")],
+    out: Annotated[Path, typer.Option("--out", "-o",
+                                      help="Run folder (model, checkpoints, logs).")],
+    preset: Annotated[str, typer.Option(help="Model size: tiny, small, base, large.")] = "small",
+    arch: Annotated[str, typer.Option(help="transformer or lstm-attention.")] = "transformer",
+    config: Annotated[Path | None, typer.Option(help="YAML or TOML file of settings.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override any setting: --set learning_rate=5e-4 (repeatable).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimiser steps.")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Stop after this wall time.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed: the same seed repeats the run.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT's latest checkpoint.")] = False,
+) -> None:
+    """Pretrain a converter from scratch with the pinyin-denoising objective.
+
+    Runs on CPU, one GPU, or many (launch with `accelerate launch -m pinzi pretrain ...`).
+    Settings come from the defaults, then --config, then --set and the flags below. See
+    `docs/training.md` for the recipe and every setting.
+    """
+    from pinzi.denoise import train_converter
+    from pinzi.model import ModelLoadError
+    from pinzi.train import TrainingError
+
+    settings = _settings(config, set_)
+    settings["arch"] = arch
+    for key, value in (("max_steps", max_steps), ("max_minutes", max_minutes), ("seed", seed)):
+        if value is not None:
+            settings[key] = value
+    try:
+        summary = train_converter(data, out, preset=preset, settings=settings, resume=resume)
+    except (TrainingError, ModelLoadError) as error:
+        raise fail(str(error)) from None
+    err.print_json(json.dumps(summary))
+
+
+# ---- eval (pinzi.evaluate) ----------------------------------------------------------------------
+@app.command("eval")
+def eval_(
+    files: Annotated[list[Path], typer.Argument(
+        help="Gold test files: text (.txt, .txt.gz; one sentence a line) or TSV (.tsv, .tsv.gz; "
+             "a header line, the text last; a pinyin<TAB>hanzi header supplies the input).")],
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="Model folder or Hugging Face repo id (default: the shipped model).")
+    ] = None,
+    form: Annotated[str, typer.Option(
+        help="Input form: spaced (wo ai bei jing), continuous (woaibeijing), abbreviated "
+             "(wo ai b jing: 30% of syllables as initials), or all.")] = "spaced",
+    limit: Annotated[int | None, typer.Option(min=1, help="Clauses per file (default: all).")
+                     ] = None,
+    bleu: Annotated[bool, typer.Option("--bleu", help="Also corpus BLEU (needs pinzi\\[bench]).")
+                    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Measure conversion accuracy on gold text: [bold]pinzi eval -m MODEL test.txt.gz[/].
+
+    Each line is split into clauses at punctuation; clauses made only of hanzi are kept, and
+    their pinyin (pypinyin, toneless) is the input. Reports character accuracy, clause exact
+    match and P@5 (the gold among the 5 best) per file and input form.
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    from pinzi.converter import Converter
+    from pinzi.evaluate import FORMS, evaluate_clauses, read_clauses, require_bleu
+    from pinzi.model import ModelLoadError
+
+    forms = FORMS if form == "all" else (form,)
+    if not set(forms) <= set(FORMS):
+        raise fail(f"unknown --form {form!r}; choose from: {', '.join(FORMS)}, all")
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise fail(escape(f"no such test file: {', '.join(missing)}"))
+    if bleu:
+        try:
+            require_bleu()
+        except ImportError as error:
+            raise fail(escape(str(error))) from None  # the hint has [brackets]
+    try:
+        converter = Converter.from_pretrained(model)
+    except (ModelLoadError, OSError, ValueError) as error:
+        raise fail(str(error)) from None
+
+    results = []
+    for path in files:
+        try:
+            clauses = read_clauses(path, limit)
+        except (OSError, UnicodeDecodeError) as error:
+            raise fail(escape(f"cannot read {path}: {error}")) from None
+        for name in forms:
+            results.append({"file": str(path), **evaluate_clauses(converter, clauses, name,
+                                                                  bleu=bleu)})
+    if as_json:
+        print(json.dumps(results, ensure_ascii=False, indent=2))
+        return
+    table = Table("file", "form", "clauses", "chars", "char acc", "exact", "P@5",
+                  *(["BLEU"] if bleu else []), "clauses/s", title="pinyin → hanzi")
+    for row in results:
+        table.add_row(Path(row["file"]).name, row["form"], str(row["clauses"]), str(row["chars"]),
+                      *(f"{row[key]:.2%}" for key in ("char_acc", "exact", "p_at_k")),
+                      *([f"{row['bleu']:.2f}"] if bleu else []), f"{row['clauses_per_s']:.1f}")
+    console = Console()
+    if not console.is_terminal:  # rich would assume 80 columns and squeeze the table
+        console.width = 160
+    console.print(table)
+# ---- end of eval --------------------------------------------------------------------------------
+
+
+# ---- serve, export (pinzi.serve, pinzi.export) --------------------------------------------------
+_BACKEND_HELP = ("auto, torch or onnx. auto: onnxruntime when the folder has a model.onnx and "
+                 "onnxruntime is installed, else PyTorch.")
+
+
+@app.command()
+def serve(
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="Model folder or Hugging Face repo id [default: the shipped model]")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for every interface."
+                                      )] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    api_key: Annotated[str | None, typer.Option(
+        envvar="PINZI_API_KEY", show_envvar=True,
+        help="Require 'Authorization: Bearer KEY' on /v1 routes.")] = None,
+    cors_origin: Annotated[list[str] | None, typer.Option(
+        help="Allow browser calls from this origin, e.g. https://example.com (repeatable).")
+    ] = None,
+    backend: Annotated[str, typer.Option(help=_BACKEND_HELP)] = "auto",
+    threads: Annotated[int, typer.Option(
+        min=1, help="Model threads per request. Requests run in parallel, so 1 suits many "
+                    "clients; more can speed up one client on a big model.")] = 1,
+    log_level: Annotated[str, typer.Option(
+        help="uvicorn's: debug, info (one line per request), warning, error.")] = "info",
+) -> None:
+    """Serve conversion over HTTP, with an input-method page: [bold]pinzi serve -m MODEL[/].
+
+    Open http://127.0.0.1:8000/ to type pinyin in a browser; the API is described at /docs.
+    Stops gracefully on Ctrl-C or SIGTERM (requests in flight get 10 seconds to finish).
+    """
+    import torch
+    import uvicorn
+
+    from pinzi.export import load_converter
+    from pinzi.model import ModelLoadError
+    from pinzi.serve import create_app
+
+    levels = ("debug", "info", "warning", "error")
+    if log_level not in levels:
+        raise fail(f"unknown --log-level {log_level!r}; choose from: {', '.join(levels)}")
+    # Process-wide, so also the converter's own tensor ops. Several threads per request, each
+    # spinning while it waits, slowed every request several times over under load.
+    torch.set_num_threads(threads)
+    try:
+        converter = load_converter(model, backend=backend, threads=threads)
+    except (ModelLoadError, OSError, ValueError) as error:
+        raise fail(str(error)) from None
+    app_ = create_app(converter, api_key=api_key or None, cors_origins=cors_origin or ())
+    # uvicorn handles SIGINT/SIGTERM itself: it stops accepting, lets requests in flight end,
+    # runs the app's shutdown, then exits (re-raising the signal, so the status says why).
+    uvicorn.run(app_, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (may be the model's).")],
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="Model folder [default: the shipped model]")] = None,
+    format_: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
+    quantize: Annotated[str | None, typer.Option(
+        help="int8: dynamic int8 quantisation (onnxruntime), about 4x smaller.")] = None,
+) -> None:
+    """Export a converter for onnxruntime: [bold]pinzi export --model M --out M[/].
+
+    Writes OUT/model.onnx (encoder + conversion head, dynamic batch and length) with
+    config.json and vocab.json; `pinzi serve` and `pinzi convert` then run it with onnxruntime
+    (pip install "pinzi[onnx]").
+    """
+    from pinzi.export import export_onnx
+    from pinzi.model import ModelLoadError
+
+    if format_ != "onnx":
+        raise fail(f"unknown --format {format_!r}; the one format is onnx")
+    try:
+        summary = export_onnx(model, out, quantize=quantize)
+    except (ModelLoadError, OSError, ValueError) as error:
+        raise fail(str(error)) from None
+    err.print_json(json.dumps(summary))
+# ---- end of serve, export -----------------------------------------------------------------------
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,176 @@
+"""Pinyin -> hanzi conversion: the public API behind `pinzi convert`, the server and the benchmarks.
+
+>>> from pinzi import Converter
+>>> converter = Converter.from_pretrained()          # the model that ships in the package
+>>> converter.convert("woaibeijingtiananmen")        # doctest: +SKIP
+'我爱北京天安门'
+
+How a line is converted: the pinyin core proposes the few most plausible readings of the input
+(``xian`` / ``xi'an``), each reading becomes one model input (committed context characters,
+then pass-through text as characters and pinyin pieces as syllable or initial tokens), one
+batched forward pass scores every position's candidates (only characters readable that way),
+and a beam search ranks whole conversions; the best reading wins on its conversion's score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pinzi.decode import Position, UserDict, beam_search
+from pinzi.lexicon import Lexicon
+from pinzi.model import PinziForPinyin, load_pretrained
+from pinzi.pinyin import Piece, segmentations
+from pinzi.tokenizer import PAD_ID, PinziTokenizer
+
+MAX_INPUT_CHARS = 4096  # longer lines are refused: no IME buffer is that long
+WINDOW = 64  # pinyin pieces per model call; longer inputs are converted window by window
+READING_PENALTY = 1.0  # log-score cost per rank of a less likely reading of the input
+
+
+class InputTooLong(ValueError):
+    """The input exceeds :data:`MAX_INPUT_CHARS`."""
+
+
+def shipped_model_path() -> Path:
+    """The folder of the model that ships inside the package."""
+    return Path(str(resources.files("pinzi") / "resources" / "model"))
+
+
+class Converter:
+    """Converts pinyin to hanzi with a pinzi model; thread-safe for concurrent reads."""
+
+    def __init__(self, model: PinziForPinyin, tokenizer: PinziTokenizer,
+                 lexicon: Lexicon | None = None, *, beam: int = 8, readings: int = 4,
+                 max_context: int = 32, userdict: UserDict | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.lexicon = lexicon or Lexicon.default()
+        self.beam, self.readings, self.max_context = beam, readings, max_context
+        self.userdict = userdict or UserDict()
+        self._candidates = lru_cache(maxsize=65536)(self._piece_candidates)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path | None = None, *,
+                        adapter: str | Path | None = None, **options) -> Converter:
+        """Load a converter: the shipped model (default), a folder, or a Hugging Face repo id."""
+        path = str(name_or_path or shipped_model_path())
+        model, tokenizer = load_pretrained(PinziForPinyin, path)
+        if adapter is not None:
+            from pinzi.finetune import load_adapter
+
+            model = load_adapter(model, adapter)
+        return cls(model, tokenizer, **options)
+
+    # ---- public API -----------------------------------------------------------------------------
+    def convert(self, pinyin: str, context: str = "", **options) -> str:
+        """The best conversion of ``pinyin`` (``""`` for blank input)."""
+        best = self.candidates(pinyin, k=1, context=context, **options)
+        return best[0][0] if best else ""
+
+    def convert_batch(self, lines: Sequence[str], context: str = "", **options) -> list[str]:
+        return [self.convert(line, context=context, **options) for line in lines]
+
+    def candidates(self, pinyin: str, k: int = 5, context: str = "", *,
+                   fuzzy: frozenset[str] = frozenset(), chinese_punct: bool = False,
+                   userdict: UserDict | None = None) -> list[tuple[str, float]]:
+        """Up to ``k`` ranked ``(hanzi, log-score)`` conversions of the whole input."""
+        if len(pinyin) > MAX_INPUT_CHARS:
+            raise InputTooLong(f"input of {len(pinyin)} characters exceeds {MAX_INPUT_CHARS}")
+        userdict = userdict if userdict is not None else self.userdict
+        readings = segmentations(pinyin, fuzzy=fuzzy, chinese_punct=chinese_punct,
+                                 limit=self.readings)
+        if not readings:
+            return []
+        # Pass-through letters cost nothing in the model's score, so a reading may not pass
+        # through more letters than the best reading does, or it would win for free.
+        letters = _passed_letters(readings[0])
+        readings = [r for r in readings if _passed_letters(r) <= letters]
+        if sum(map(_size, readings[0])) > WINDOW:  # long text: one reading, window by window
+            return [(self._convert_long(readings[0], context, userdict), 0.0)]
+        scored: dict[str, float] = {}
+        for rank, positions in enumerate(self._score(readings, context)):
+            for text, score in beam_search(positions, beam=self.beam, k=k, userdict=userdict):
+                score -= READING_PENALTY * rank
+                if score > scored.get(text, -math.inf):
+                    scored[text] = score
+        return sorted(scored.items(), key=lambda item: (-item[1], item[0]))[:k]
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _piece_candidates(self, piece: Piece) -> np.ndarray:
+        return self.tokenizer.piece_candidates(self.lexicon, piece)
+
+    def _encode(self, reading: list[Piece], context: str) -> tuple[list[int], list[int]]:
+        """Token ids of context + reading, and the index of each pinyin piece's token."""
+        ids = self.tokenizer.encode_text(context[-self.max_context:]) if context else []
+        slots = []
+        for piece in reading:
+            if piece.kind == "other":  # copied to the output whole; the model sees its start
+                ids += self.tokenizer.encode_text(piece.output[:WINDOW])
+            else:
+                slots.append(len(ids))
+                ids.append(self.tokenizer.piece_id(piece))
+        return ids, slots
+
+    @torch.inference_mode()
+    def _score(self, readings: list[list[Piece]], context: str) -> list[list[Position | str]]:
+        """Per reading, the decoding positions: Position for pinyin pieces, text for the rest."""
+        encoded = [self._encode(r, context) for r in readings]
+        T = max(1, max(len(ids) for ids, _ in encoded))
+        input_ids = torch.full((len(encoded), T), PAD_ID, dtype=torch.long)
+        attention = torch.zeros((len(encoded), T), dtype=torch.long)
+        for row, (ids, _) in enumerate(encoded):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention[row, : len(ids)] = 1
+        hidden = self.model.encode(input_ids, attention)
+        result = []
+        for row, (reading, (_, slots)) in enumerate(zip(readings, encoded, strict=True)):
+            logits = self.model.char_logits(hidden[row, slots]).float()  # (pieces, C)
+            positions: list[Position | str] = []
+            pinyin_index = 0
+            for piece in reading:
+                if piece.kind == "other":
+                    positions.append(piece.output)
+                    continue
+                positions.append(self._position(piece, logits[pinyin_index]))
+                pinyin_index += 1
+            result.append(positions)
+        return result
+
+    def _position(self, piece: Piece, logits: torch.Tensor) -> Position | str:
+        candidates = self._candidates(piece)
+        if len(candidates) == 0:  # nothing in the vocabulary reads this way: keep the letters
+            return piece.text
+        scores = torch.log_softmax(logits[torch.from_numpy(candidates)], dim=-1).numpy()
+        order = np.argsort(-scores, kind="stable")
+        chars = self.tokenizer.chars
+        return Position([chars[candidates[i]] for i in order], scores[order])
+
+    def _convert_long(self, reading: list[Piece], context: str, userdict: UserDict) -> str:
+        output = ""
+        window: list[Piece] = []
+        size = 0
+        for piece in [*reading, None]:
+            if piece is not None:
+                window.append(piece)
+                size += _size(piece)
+            if window and (piece is None or size >= WINDOW):
+                positions = self._score([window], (context + output)[-self.max_context:])[0]
+                output += beam_search(positions, beam=self.beam, userdict=userdict)[0][0]
+                window, size = [], 0
+        return output
+
+
+def _passed_letters(reading: list[Piece]) -> int:
+    return sum(c.isalpha() for p in reading if p.kind == "other" for c in p.text)
+
+
+def _size(piece: Piece) -> int:
+    """Model tokens a piece takes (pass-through text is capped at one window)."""
+    return 1 if piece.kind != "other" else min(WINDOW, len(piece.output))

@@ -1,0 +1,130 @@
+"""Beam search over per-position candidate scores, with a user dictionary.
+
+The model scores every position's candidates at once (the encoder is bidirectional); the search
+turns those scores into ranked whole-line conversions. Each hypothesis is extended with the
+best few candidates of the next position, plus any character that continues a user-dictionary
+word, so a user word survives the beam even when the model alone would not keep it. A user
+word earns its bonus when a hypothesis ends with it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_WORD_WEIGHT = 4.0  # log-score bonus of a user word: strong enough to beat near-ties
+
+
+@dataclass
+class UserDict:
+    """Words that decoding should prefer (names, product terms), each with a log-score bonus."""
+
+    words: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> UserDict:
+        """One word per line, optionally followed by whitespace and a weight (default 4.0).
+
+        Blank lines and lines starting with ``#`` are ignored; a malformed weight is an error
+        that names the line.
+        """
+        words: dict[str, float] = {}
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                parts = line.split()
+                if not parts or parts[0].startswith("#"):
+                    continue
+                if len(parts) > 2:
+                    raise ValueError(f"{path}:{number}: expected 'word [weight]', got {line!r}")
+                try:
+                    weight = float(parts[1]) if len(parts) == 2 else DEFAULT_WORD_WEIGHT
+                except ValueError as err:
+                    raise ValueError(f"{path}:{number}: weight {parts[1]!r} is not a number") \
+                        from err
+                if not math.isfinite(weight):
+                    raise ValueError(f"{path}:{number}: weight must be finite")
+                words[parts[0]] = weight
+        return cls(words)
+
+    def __post_init__(self) -> None:
+        self._next: dict[str, set[str]] = {}  # proper prefix of a word -> chars that follow it
+        self._longest = 0
+        for word in list(self.words):
+            self._index(word)
+
+    def _index(self, word: str) -> None:
+        for i in range(len(word)):
+            self._next.setdefault(word[:i], set()).add(word[i])
+        self._longest = max(self._longest, len(word))
+
+    def add(self, word: str, weight: float = DEFAULT_WORD_WEIGHT) -> None:
+        self.words[word] = weight
+        self._index(word)
+
+    def continuations(self, text: str) -> set[str]:
+        """Characters that extend some suffix of ``text`` (the empty one too) towards a word."""
+        found: set[str] = set()
+        for start in range(max(0, len(text) - self._longest + 1), len(text) + 1):
+            found |= self._next.get(text[start:], set())
+        return found
+
+    def in_progress(self, text: str) -> bool:
+        """Whether ``text`` ends with the beginning (not the whole) of some user word."""
+        return any(text[start:] in self._next
+                   for start in range(max(0, len(text) - self._longest + 1), len(text)))
+
+    def bonus(self, text: str) -> float:
+        """Bonus for the user words that ``text`` ends with."""
+        return sum(self.words.get(text[start:], 0.0)
+                   for start in range(max(0, len(text) - self._longest), len(text)))
+
+    def __bool__(self) -> bool:
+        return bool(self.words)
+
+
+@dataclass
+class Position:
+    """One pinyin position: its candidate characters and their log-probabilities, best first."""
+
+    chars: list[str]
+    scores: np.ndarray
+
+
+def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 1,
+                userdict: UserDict | None = None, expand: int = 8) -> list[tuple[str, float]]:
+    """The ``k`` best conversions of a line as (text, log-score), best first.
+
+    ``positions`` mixes :class:`Position` (to decide) and plain strings (pass-through text that
+    is copied as is). With no user dictionary the scores factorise, and the search is exact for
+    the top ``k`` whenever ``beam >= k``; with one, hypotheses in the middle of a user word are
+    kept beyond the beam (up to ``beam`` more) so that the word can complete.
+    """
+    hypotheses: list[tuple[float, str]] = [(0.0, "")]
+    width = max(beam, k)
+    for position in positions:
+        if isinstance(position, str):
+            hypotheses = [(s, text + position) for s, text in hypotheses]
+            continue
+        index = {c: i for i, c in enumerate(position.chars)}
+        extended: dict[str, float] = {}
+        for score, text in hypotheses:
+            options = list(range(min(expand, len(position.chars))))
+            if userdict:
+                options += [index[c] for c in userdict.continuations(text) if c in index]
+            for i in options:
+                new_text = text + position.chars[i]
+                new_score = score + float(position.scores[i])
+                if userdict:
+                    new_score += userdict.bonus(new_text)
+                if new_score > extended.get(new_text, -math.inf):
+                    extended[new_text] = new_score
+        ranked = sorted(extended.items(), key=lambda item: (-item[1], item[0]))
+        kept = ranked[:width]
+        if userdict:  # a user word still being spelled survives the beam until it completes
+            kept += [item for item in ranked[width:] if userdict.in_progress(item[0])][:width]
+        hypotheses = [(s, t) for t, s in kept]
+    return [(text, score) for score, text in hypotheses[:k]]

@@ -1,0 +1,79 @@
+"""The `pinzi` command line, through typer's runner (no subprocess, no network)."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from pinzi import __version__
+from pinzi.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_every_command():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("convert", "data", "pretrain"):
+        assert command in result.output
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_convert_argument(tiny_model):
+    result = runner.invoke(app, ["convert", "woaibeijingtiananmen", "--model", str(tiny_model)])
+    assert result.exit_code == 0
+    assert result.stdout == "我爱北京天安门\n"
+
+
+def test_convert_nbest_and_json(tiny_model):
+    result = runner.invoke(app, ["convert", "woaibeijing", "-m", str(tiny_model), "--nbest", "3"])
+    assert result.stdout.rstrip("\n").split("\t")[0] == "我爱北京"
+    assert len(result.stdout.split("\t")) == 3
+    result = runner.invoke(app, ["convert", "nihao", "-m", str(tiny_model), "--json"])
+    row = json.loads(result.stdout)
+    assert row["input"] == "nihao" and row["output"] == "你好"
+
+
+def test_stdin_keeps_one_line_per_line_whatever_comes_in(tiny_model):
+    lines = [b"woaibeijing", b"", b"ni\xffhao", b"x" * 5000, b"wo\x07aibeijing\r", b"12 ab"]
+    result = runner.invoke(app, ["convert", "-m", str(tiny_model)], input=b"\n".join(lines) + b"\n")
+    assert result.exit_code == 0
+    out = result.stdout.split("\n")
+    assert len(out) == len(lines) + 1 and out[-1] == ""
+    assert out[0] == "我爱北京"
+    assert out[1] == ""
+    assert "\ufffd" in out[2]
+    assert out[3] == ""
+    assert out[4] == "我爱北京"
+    assert "invalid UTF-8" in result.stderr and "line 4" in result.stderr
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    result = runner.invoke(app, ["convert", "nihao", "--model", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert "nope" in result.stderr
+
+
+def test_corrupt_model_is_a_clear_error(tiny_model, tmp_path):
+    for name in ("config.json", "vocab.json"):
+        (tmp_path / name).write_bytes((tiny_model / name).read_bytes())
+    (tmp_path / "model.safetensors").write_bytes(b"\x00garbage")
+    result = runner.invoke(app, ["convert", "nihao", "--model", str(tmp_path)])
+    assert result.exit_code == 2 and "cannot be loaded" in result.stderr
+
+
+def test_unknown_fuzzy_pair_is_a_clear_error(tiny_model):
+    result = runner.invoke(app, ["convert", "nihao", "-m", str(tiny_model), "--fuzzy", "q=x"])
+    assert result.exit_code == 2 and "q=x" in result.stderr
+
+
+def test_pretrain_reports_bad_settings_without_traceback(tiny_corpus, tmp_path):
+    result = runner.invoke(app, ["pretrain", "--data", str(tiny_corpus), "--out", str(tmp_path),
+                                 "--preset", "tiny", "--set", "learning_rat=1"])
+    assert result.exit_code == 2 and "did you mean 'learning_rate'" in result.stderr

@@ -1,0 +1,91 @@
+"""Conversion through the public API, on the tiny model trained in conftest."""
+
+from __future__ import annotations
+
+import pytest
+
+from pinzi import Converter
+from pinzi.converter import MAX_INPUT_CHARS, InputTooLong
+from pinzi.decode import UserDict
+from pinzi.lexicon import Lexicon
+from pinzi.pinyin import parse, segmentations
+
+
+@pytest.fixture(scope="module")
+def converter(tiny_model) -> Converter:
+    return Converter.from_pretrained(tiny_model)
+
+
+@pytest.mark.parametrize("typed", [
+    "woaibeijingtiananmen", "wo ai bei jing tian an men", "wǒ ài běi jīng tiān'ān mén",
+    "wo3ai4bei3jing1tian1an1men2", "WoAiBeiJingTianAnMen",
+])
+def test_every_input_form_converts(converter, typed):
+    assert converter.convert(typed) == "我爱北京天安门"
+
+
+def test_abbreviations_and_mixtures(converter):
+    assert converter.convert("zhongguorenminyinhang") == "中国人民银行"
+    assert converter.convert("zhongguorenminyinh") == "中国人民银行"  # unfinished last syllable
+    assert converter.convert("beij") == "北京"
+    assert converter.convert("wo ai bj tiananmen") == "我爱北京天安门"
+    assert converter.convert("zhongguo rm yinhang") == "中国人民银行"
+
+
+@pytest.mark.parametrize("typed", ["ta zai yin hang gong zuo", "zg rm yh", "lv'xing"])
+def test_output_is_readable_as_the_input(converter, typed):
+    lexicon = Lexicon.default()
+    readings = segmentations(typed, limit=8)
+    for text, _ in converter.candidates(typed, k=5):  # each from one reading of the input
+        assert any(len(r) == len(text) and all(c in lexicon.chars_for_piece(p)
+                                               for c, p in zip(text, r, strict=True))
+                   for r in readings), text
+
+
+def test_candidates_are_ranked_and_distinct(converter):
+    ranked = converter.candidates("woaibeijing", k=5)
+    texts = [t for t, _ in ranked]
+    scores = [s for _, s in ranked]
+    assert texts[0] == converter.convert("woaibeijing") == "我爱北京"
+    assert len(set(texts)) == len(texts) == 5
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_pass_through_and_empty_input(converter):
+    assert converter.convert("") == ""
+    assert converter.convert("   ") == ""
+    assert converter.convert("12345") == "12345"
+    out = converter.convert("wo ai iPhone")
+    assert out.startswith("我爱") and "iPhone" in out
+    assert converter.convert("nihao, shijie", chinese_punct=True) == "你好，世界"
+
+
+def test_context_is_not_repeated_in_the_output(converter):
+    assert converter.convert("tiananmen", context="我爱北京") == "天安门"
+
+
+def test_user_dictionary_steers_the_choice(converter):
+    plain = converter.convert("yinhang")
+    assert plain == "银行"
+    words = UserDict({"音航": 20.0})
+    assert converter.convert("yinhang", userdict=words) == "音航"
+
+
+def test_user_dictionary_file(tmp_path):
+    path = tmp_path / "words.txt"
+    path.write_text("# names\n音航 7.5\n天安\n\n", encoding="utf-8")
+    words = UserDict.load(path)
+    assert words.words == {"音航": 7.5, "天安": 4.0}
+    path.write_text("音航 lots\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="words.txt:1"):
+        UserDict.load(path)
+
+
+def test_long_input_is_windowed_and_over_long_is_refused(converter):
+    long_input = "wo ai bei jing tian an men " * 30  # 210 syllables: several windows
+    out = converter.convert(long_input)
+    assert len(out) == 210 and out.startswith("我爱北京天安门")
+    lexicon = Lexicon.default()
+    assert all(c in lexicon.chars_for_piece(p) for c, p in zip(out, parse(long_input), strict=True))
+    with pytest.raises(InputTooLong):
+        converter.convert("a" * (MAX_INPUT_CHARS + 1))
