@@ -1,0 +1,149 @@
+"""Load benchmark of `pinzi serve`: many input-method clients typing at once on loopback.
+
+Starts ``pinzi serve --model M`` on a free loopback port, then runs ``--clients`` concurrent
+clients (default 50) for ``--seconds`` (default 10, at most 120). Each client types sentences
+keystroke by keystroke: every prefix of a sentence's pinyin is one ``POST /v1/candidates``
+with the previous sentence as context, sent as soon as the last answer came back. Prints
+requests/s, latency percentiles and the error count, then stops the server (SIGTERM).
+
+    .venv/bin/python bench/serve_load.py --model runs/x/model
+    .venv/bin/python bench/serve_load.py --model runs/x/model --backend onnx --clients 8
+
+Client and server share the machine's cores, so the figures are a floor; compare backends and
+settings within one machine. ``--out FILE`` also writes the figures as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from pypinyin import lazy_pinyin
+
+MAX_SECONDS = 120
+SENTENCES = [
+    "我爱北京天安门", "今天天气很好", "我们去公园玩吧", "请问洗手间在哪里", "明天早上八点开会",
+    "这个周末你有空吗", "我想订一张去上海的火车票", "谢谢你的帮助", "他在银行工作",
+    "晚上一起吃饭吧", "经济发展很快", "祝你生日快乐", "这本书很有意思", "火车站怎么走",
+    "孩子们在操场上跑步", "我喜欢吃苹果",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: str | None, backend: str, port: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "pinzi", "serve", "--port", str(port), "--backend", backend,
+               "--log-level", "warning"]  # no access log: it would cost the server CPU
+    if model:
+        command += ["--model", model]
+    return subprocess.Popen(command)
+
+
+def wait_ready(url: str, server: subprocess.Popen, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited with status {server.returncode}")
+        try:
+            return httpx.get(f"{url}/healthz", timeout=2).json()
+        except httpx.TransportError:
+            time.sleep(0.25)
+    raise SystemExit(f"the server did not answer /healthz within {timeout:.0f} s")
+
+
+def keystrokes(rng: random.Random):
+    """Endless (pinyin buffer, context) pairs: sentences typed one key at a time."""
+    typed = [("".join(lazy_pinyin(s)), s) for s in SENTENCES]
+    context = ""
+    while True:
+        pinyin, hanzi = rng.choice(typed)
+        for end in range(1, len(pinyin) + 1):
+            yield pinyin[:end], context
+        context = hanzi
+
+
+async def client(http: httpx.AsyncClient, url: str, stop: float, seed: int,
+                 latencies: list[float], errors: list[str]) -> None:
+    for pinyin, context in keystrokes(random.Random(seed)):
+        if time.monotonic() >= stop:
+            return
+        started = time.perf_counter()
+        try:
+            answer = await http.post(url, json={"pinyin": pinyin, "context": context, "k": 5})
+            if answer.status_code == 200:
+                latencies.append(time.perf_counter() - started)
+            else:
+                errors.append(f"HTTP {answer.status_code}")
+        except httpx.HTTPError as error:
+            errors.append(type(error).__name__)
+
+
+async def load(url: str, clients: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    errors: list[str] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+        started = time.monotonic()
+        stop = started + seconds
+        await asyncio.gather(*(client(http, f"{url}/v1/candidates", stop, seed, latencies,
+                                      errors) for seed in range(clients)))
+        elapsed = time.monotonic() - started
+    latencies.sort()
+
+    def percentile(p: float) -> float:  # in ms
+        if not latencies:
+            return 0.0
+        return 1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))]
+
+    return {"clients": clients, "seconds": round(elapsed, 2), "requests": len(latencies),
+            "requests_per_s": round(len(latencies) / elapsed, 1),
+            "p50_ms": round(percentile(0.50), 1), "p90_ms": round(percentile(0.90), 1),
+            "p99_ms": round(percentile(0.99), 1), "max_ms": round(percentile(1.0), 1),
+            "errors": len(errors), "error_kinds": sorted(set(errors))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="model folder [default: the shipped model]")
+    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=10.0, help=f"at most {MAX_SECONDS}")
+    parser.add_argument("--out", type=Path, help="also write the figures here as JSON")
+    args = parser.parse_args()
+    seconds = min(max(args.seconds, 1.0), MAX_SECONDS)
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(args.model, args.backend, port)
+    try:
+        health = wait_ready(url, server)
+        report = {"model": args.model or "shipped", "backend": health["backend"],
+                  **asyncio.run(load(url, max(1, args.clients), seconds))}
+    finally:
+        server.terminate()  # SIGTERM: uvicorn's graceful shutdown
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    print(f"{report['backend']}: {report['clients']} clients, {report['seconds']} s: "
+          f"{report['requests_per_s']} requests/s, p50 {report['p50_ms']} ms, "
+          f"p99 {report['p99_ms']} ms, errors {report['errors']}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

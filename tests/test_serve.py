@@ -1,0 +1,290 @@
+"""pinzi.serve through FastAPI's TestClient, pinzi.export (ONNX, int8), and `pinzi serve`/`export`.
+
+Routes, limits (413/422 with their message), malformed bodies, the API key, CORS; the ONNX
+graph converts exactly as PyTorch does; `pinzi serve` answers and stops cleanly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from conftest import SENTENCES
+from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pypinyin import lazy_pinyin
+from typer.testing import CliRunner
+
+from pinzi.cli import app as cli
+from pinzi.export import OnnxPinyinModel, export_onnx, load_converter
+from pinzi.model import ModelLoadError, PinziConfig, PinziForPinyin
+from pinzi.serve import Limits, create_app
+from pinzi.tokenizer import PinziTokenizer
+
+PINYIN = ["".join(lazy_pinyin(s)) for s in SENTENCES]
+
+
+@pytest.fixture(scope="module")
+def converter(tiny_model):
+    return load_converter(tiny_model, backend="torch")
+
+
+@pytest.fixture(scope="module")
+def client(converter):
+    with TestClient(create_app(converter), raise_server_exceptions=False) as client:
+        yield client  # inside `with`: the lifespan (warm-up) runs as under uvicorn
+
+
+# ---- routes -------------------------------------------------------------------------------------
+def test_candidates_ranks_the_trained_sentence(client):
+    answer = client.post("/v1/candidates", json={"pinyin": "woaibeijing", "k": 3})
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["pinyin"] == "woaibeijing"
+    assert body["candidates"][0]["hanzi"] == "我爱北京"
+    scores = [c["score"] for c in body["candidates"]]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+
+
+def test_candidates_options_reach_the_converter(client):
+    def best(**body):
+        return client.post("/v1/candidates", json=body).json()["candidates"][0]
+
+    assert best(pinyin="zongguo")["hanzi"] != "中国"
+    assert best(pinyin="zongguo", fuzzy=["z=zh"])["hanzi"] == "中国"
+    assert best(pinyin="zongguo", fuzzy=["all"])["hanzi"] == "中国"
+    assert best(pinyin="nihao,", punct=True)["hanzi"] == "你好，"
+    assert best(pinyin="yinhang", context="他在")["score"] != best(pinyin="yinhang")["score"]
+
+
+def test_convert_batch(client):
+    answer = client.post("/v1/convert", json={"lines": ["woaibeijingtiananmen", "nihao", ""]})
+    assert answer.status_code == 200
+    assert answer.json() == {"lines": ["我爱北京天安门", "你好", ""]}
+
+
+def test_health_page_and_docs(client):
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["backend"] == "torch"
+    assert health["classifier"] is False and health["limits"]["max_chars"] == 256
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="candidates"' in page.text
+    assert "fetch(" in client.get("/static/app.js").text
+    assert client.get("/static/style.css").status_code == 200
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schema["CandidatesRequest"]["properties"]["pinyin"]["maxLength"] == 256
+    assert "/v1/classify" not in client.get("/openapi.json").json()["paths"]
+
+
+class FakeClassifier:
+    def predict(self, texts: list[str]) -> list[tuple[str, float]]:
+        return [("long" if len(t) > 4 else "short", 0.75) for t in texts]
+
+
+def test_classify_only_with_a_classifier(client, converter):
+    assert client.post("/v1/classify", json={"texts": ["你好"]}).status_code == 404
+    with TestClient(create_app(converter, classifier=FakeClassifier())) as with_classifier:
+        answer = with_classifier.post("/v1/classify", json={"texts": ["你好", "今天天气很好"]})
+        assert answer.json() == {"results": [{"label": "short", "prob": 0.75},
+                                             {"label": "long", "prob": 0.75}]}
+        assert with_classifier.get("/healthz").json()["classifier"] is True
+        too_many = with_classifier.post("/v1/classify", json={"texts": ["a"] * 257})
+        assert too_many.status_code == 422 and "texts" in too_many.json()["detail"]
+
+
+# ---- limits and bad requests --------------------------------------------------------------------
+def test_body_over_the_limit_is_413(client):
+    big = {"lines": ["a"] * 20000}  # ~100 KB
+    answer = client.post("/v1/convert", json=big)
+    assert answer.status_code == 413
+    assert "too large" in answer.json()["detail"] and "65536" in answer.json()["detail"]
+
+    def chunks():  # streamed without Content-Length: counted as it arrives
+        for _ in range(100):
+            yield b" " * 1024
+
+    answer = client.post("/v1/convert", content=chunks(),
+                         headers={"content-type": "application/json"})
+    assert answer.status_code == 413 and "too large" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize(("path", "body", "field", "words"), [
+    ("/v1/candidates", {"pinyin": "a" * 257}, "pinyin", "at most 256 characters"),
+    ("/v1/candidates", {"pinyin": "a", "context": "中" * 300}, "context", "at most 256"),
+    ("/v1/candidates", {"pinyin": "a", "k": 21}, "k", "less than or equal to 20"),
+    ("/v1/candidates", {"pinyin": "a", "k": "many"}, "k", "valid integer"),
+    ("/v1/candidates", {"pinyin": 5}, "pinyin", "valid string"),
+    ("/v1/candidates", {"pinyin": "a", "fuzzy": ["x=y"]}, "fuzzy.0", "'z=zh'"),
+    ("/v1/candidates", {"pinyin": "a", "speed": 1}, "speed", "Extra inputs"),
+    ("/v1/candidates", {}, "pinyin", "Field required"),
+    ("/v1/convert", {"lines": ["a"] * 257}, "lines", "at most 256 items"),
+    ("/v1/convert", {"lines": ["a", "b" * 300]}, "lines.1", "at most 256 characters"),
+    ("/v1/convert", {"lines": "nihao"}, "lines", "valid list"),
+])
+def test_bad_fields_are_422_naming_the_field(client, path, body, field, words):
+    answer = client.post(path, json=body)
+    assert answer.status_code == 422
+    detail = answer.json()["detail"]
+    assert detail.startswith(f"{field}: ") and words in detail
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (b'{"pinyin": ', "malformed JSON"),
+    (b"\xff\xfe\x00", "not UTF-8"),
+    (b"[1, 2]", "expected a JSON object"),
+    (b"null", "expected a JSON object"),
+    (b'{"pinyin": "\\ud800"}', "unicode"),  # a lone surrogate cannot be answered in UTF-8
+])
+def test_malformed_bodies_are_422(client, content, words):
+    answer = client.post("/v1/candidates", content=content,
+                         headers={"content-type": "application/json"})
+    assert answer.status_code == 422 and words in answer.json()["detail"]
+
+
+def test_converter_ceiling_is_422_not_500(converter):
+    lenient = create_app(converter, limits=Limits(max_chars=5000))
+    answer = TestClient(lenient).post("/v1/candidates", json={"pinyin": "a" * 4097})
+    assert answer.status_code == 422 and "exceeds 4096" in answer.json()["detail"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(pinyin=st.text(max_size=60), context=st.text(max_size=10), k=st.integers(-3, 30),
+       raw=st.binary(max_size=40))
+def test_nothing_a_client_sends_is_a_500(client, pinyin, context, k, raw):
+    answer = client.post("/v1/candidates", json={"pinyin": pinyin, "context": context, "k": k})
+    assert answer.status_code == (200 if 1 <= k <= 20 else 422)
+    answer = client.post("/v1/convert", content=raw, headers={"content-type": "application/json"})
+    assert answer.status_code == 422
+
+
+# ---- API key and CORS ---------------------------------------------------------------------------
+def test_api_key_guards_the_api_only(converter):
+    guarded = TestClient(create_app(converter, api_key="s3cret"))
+    body = {"pinyin": "nihao"}
+    answer = guarded.post("/v1/candidates", json=body)
+    assert answer.status_code == 401 and "API key" in answer.json()["detail"]
+    assert answer.headers["www-authenticate"] == "Bearer"
+    wrong = guarded.post("/v1/candidates", json=body, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    right = guarded.post("/v1/candidates", json=body, headers={"Authorization": "Bearer s3cret"})
+    assert right.status_code == 200
+    assert guarded.get("/healthz").status_code == 200 and guarded.get("/").status_code == 200
+
+
+def test_cors_is_off_unless_configured(client, converter):
+    origin = {"Origin": "https://ime.example"}
+    preflight = {**origin, "Access-Control-Request-Method": "POST"}
+    assert "access-control-allow-origin" not in client.get("/healthz", headers=origin).headers
+    assert "access-control-allow-origin" not in client.options("/v1/candidates",
+                                                               headers=preflight).headers
+    open_ = TestClient(create_app(converter, cors_origins=["https://ime.example"]))
+    answer = open_.options("/v1/candidates", headers=preflight)
+    assert answer.headers["access-control-allow-origin"] == "https://ime.example"
+    other = open_.get("/healthz", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+# ---- ONNX ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def onnx_models(tiny_model, tmp_path_factory):
+    float_dir, int8_dir = tmp_path_factory.mktemp("onnx"), tmp_path_factory.mktemp("int8")
+    export_onnx(tiny_model, float_dir)
+    export_onnx(tiny_model, int8_dir, quantize="int8")
+    return float_dir, int8_dir
+
+
+def test_onnx_converts_exactly_as_torch(converter, onnx_models):
+    onnx = load_converter(onnx_models[0])  # auto: the folder has a model.onnx
+    assert isinstance(onnx.model, OnnxPinyinModel)
+    for pinyin in [*PINYIN, "woaibj", "ni3hao3 shijie!", ""]:
+        expected = converter.candidates(pinyin, k=3)
+        got = onnx.candidates(pinyin, k=3)
+        assert [text for text, _ in got] == [text for text, _ in expected]
+        assert [s for _, s in got] == pytest.approx([s for _, s in expected], abs=1e-4)
+
+
+def test_int8_runs_and_stays_close(onnx_models):
+    float_size = (onnx_models[0] / "model.onnx").stat().st_size
+    assert (onnx_models[1] / "model.onnx").stat().st_size < float_size / 2
+    int8 = load_converter(onnx_models[1])
+    right = sum(int8.convert(p) == s for p, s in zip(PINYIN, SENTENCES, strict=True))
+    assert right >= len(SENTENCES) - 2
+
+
+def test_onnx_backend_serves(onnx_models):
+    onnx_client = TestClient(create_app(load_converter(onnx_models[0], backend="onnx")))
+    assert onnx_client.get("/healthz").json()["backend"] == "onnx"
+    answer = onnx_client.post("/v1/candidates", json={"pinyin": "nihao"})
+    assert answer.json()["candidates"][0]["hanzi"] == "你好"
+
+
+def test_lstm_encoder_exports_too(tmp_path):
+    tokenizer = PinziTokenizer(list("我爱北京天安门"))
+    config = PinziConfig.from_preset("tiny", arch="lstm-attention", vocab_size=tokenizer.vocab_size,
+                                     n_chars=tokenizer.n_chars, char_offset=tokenizer.char_offset)
+    PinziForPinyin(config).save_pretrained(tmp_path / "lstm")
+    tokenizer.save(tmp_path / "lstm")
+    summary = export_onnx(tmp_path / "lstm", tmp_path / "lstm")  # beside the weights
+    assert summary["max_abs_diff_float"] < 1e-4
+    assert load_converter(tmp_path / "lstm").convert("woaibeijing")  # runs on any batch size
+
+
+def test_backend_errors_are_clear(tiny_model):
+    with pytest.raises(ModelLoadError, match="pinzi export"):
+        load_converter(tiny_model, backend="onnx")
+    with pytest.raises(ValueError, match="unknown backend"):
+        load_converter(tiny_model, backend="tensorrt")
+
+
+# ---- the commands -------------------------------------------------------------------------------
+def test_export_command(tiny_model, tmp_path):
+    result = CliRunner().invoke(cli, ["export", "--model", str(tiny_model), "--out",
+                                      str(tmp_path), "--quantize", "int8"])
+    assert result.exit_code == 0, result.output
+    assert {"model.onnx", "config.json", "vocab.json"} <= {p.name for p in tmp_path.iterdir()}
+    result = CliRunner().invoke(cli, ["convert", "woaibeijing", "--model", str(tmp_path)])
+    assert result.stdout == "我爱北京\n"  # `pinzi convert` runs the onnx-only folder too
+    result = CliRunner().invoke(cli, ["export", "--out", str(tmp_path), "--format", "tflite"])
+    assert result.exit_code == 2 and "onnx" in result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch: seconds
+def test_serve_command_answers_and_stops_on_sigterm(tiny_model):
+    port = free_port()
+    env = {**os.environ, "PINZI_API_KEY": "k"}
+    server = subprocess.Popen([sys.executable, "-m", "pinzi", "serve", "--model", str(tiny_model),
+                               "--port", str(port)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        answer = httpx.post(f"{url}/v1/candidates", json={"pinyin": "nihao"},
+                            headers={"Authorization": "Bearer k"})
+        assert answer.json()["candidates"][0]["hanzi"] == "你好"
+        assert httpx.post(f"{url}/v1/candidates", json={"pinyin": "nihao"}).status_code == 401
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=20)
+    # uvicorn finishes the shutdown, then re-raises SIGTERM so the exit status tells why it ended
+    assert server.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output and "Finished server process" in output

@@ -1,0 +1,85 @@
+"""The input-method page end to end: headless Chromium (Playwright) against a live uvicorn server.
+
+Needs Debian's chromium (scripts/install_browser.sh) and the playwright package (the dev
+extra); skipped with a reason when either is missing. Playwright never downloads a browser here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+CHROMIUM = shutil.which("chromium")
+if CHROMIUM is None:
+    pytest.skip("no chromium: run scripts/install_browser.sh", allow_module_level=True)
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model):
+    """`pinzi serve` in a thread on a free loopback port: the real uvicorn, the tiny model."""
+    import uvicorn
+
+    from pinzi.export import load_converter
+    from pinzi.serve import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(load_converter(tiny_model, backend="torch"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 900, "height": 720})
+        page.goto(server)
+        yield page
+        browser.close()
+
+
+@pytest.mark.slow  # a real browser: seconds
+def test_typing_pinyin_shows_candidates_and_space_commits(page, tmp_path):
+    expect = sync_api.expect
+    buffer, bar, text = page.locator("#pinyin"), page.locator("#candidates li"), page.locator(
+        "#committed")
+    buffer.press_sequentially("woaibeijing", delay=30)
+    expect(bar.first).to_contain_text("我爱北京")
+    expect(bar.first).to_contain_text("1")  # numbered for the digit keys
+    page.screenshot(path=str(tmp_path / "ime.png"))
+    assert (tmp_path / "ime.png").stat().st_size > 1000
+    page.keyboard.press("Space")
+    expect(text).to_have_value("我爱北京")
+    expect(buffer).to_have_value("")
+    expect(bar).to_have_count(0)
+
+    # The next word is asked for with the committed text as context, and picked by its digit.
+    requests = []
+    page.on("request", lambda r: requests.append(r) if r.url.endswith("/v1/candidates") else None)
+    buffer.press_sequentially("nihao", delay=30)
+    expect(bar.first).to_contain_text("你好")
+    page.keyboard.press("1")
+    expect(text).to_have_value("我爱北京你好")
+    assert json.loads(requests[-1].post_data)["context"] == "我爱北京"
+
+    page.keyboard.press("Backspace")  # on an empty buffer: deletes a committed character
+    expect(text).to_have_value("我爱北京你")
