@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--forms", default=",".join(FORMS), help="input forms for pinzi")
     parser.add_argument("--limit", type=int, default=1000, help="clauses per set; 0 = all")
     parser.add_argument("--nbest", type=int, default=5, help="k of P@k")
+    parser.add_argument("--lm-weight", type=float, default=None,
+                        help="weight of the bigram model in decoding [default: the converter's]")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="abbreviation seed")
     parser.add_argument("--peers", default="all",
                         help="'all' (every default engine, if installed), 'none', or names")
@@ -98,7 +100,8 @@ def run(args: argparse.Namespace) -> dict:
 
         torch.set_num_threads(1)  # the machine is shared; one core keeps runs comparable
         try:
-            converter = Converter.from_pretrained(args.model)
+            options = {} if args.lm_weight is None else {"lm_weight": args.lm_weight}
+            converter = Converter.from_pretrained(args.model, **options)
         except (ModelLoadError, OSError) as error:
             raise SystemExit(f"error: {error} (pick one with --model, or run --no-model)"
                              ) from None

@@ -26,12 +26,14 @@ import torch
 from pinzi.decode import Position, UserDict, beam_search
 from pinzi.lexicon import Lexicon
 from pinzi.model import PinziForPinyin, load_pretrained
+from pinzi.ngram import CharBigram
 from pinzi.pinyin import Piece, segmentations
 from pinzi.tokenizer import PAD_ID, PinziTokenizer
 
 MAX_INPUT_CHARS = 4096  # longer lines are refused: no IME buffer is that long
 WINDOW = 64  # pinyin pieces per model call; longer inputs are converted window by window
 READING_PENALTY = 1.0  # log-score cost per rank of a less likely reading of the input
+LM_WEIGHT = 0.3  # weight of the character bigram model, when the model folder has one
 
 
 class InputTooLong(ValueError):
@@ -48,12 +50,14 @@ class Converter:
 
     def __init__(self, model: PinziForPinyin, tokenizer: PinziTokenizer,
                  lexicon: Lexicon | None = None, *, beam: int = 8, readings: int = 4,
-                 max_context: int = 32, userdict: UserDict | None = None):
+                 max_context: int = 32, userdict: UserDict | None = None,
+                 bigram: CharBigram | None = None, lm_weight: float = LM_WEIGHT):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.lexicon = lexicon or Lexicon.default()
         self.beam, self.readings, self.max_context = beam, readings, max_context
         self.userdict = userdict or UserDict()
+        self.bigram, self.lm_weight = bigram, lm_weight
         self._candidates = lru_cache(maxsize=65536)(self._piece_candidates)
 
     @classmethod
@@ -66,6 +70,7 @@ class Converter:
             from pinzi.finetune import load_adapter
 
             model = load_adapter(model, adapter)
+        options.setdefault("bigram", CharBigram.load(model.name_or_path or path))
         return cls(model, tokenizer, **options)
 
     # ---- public API -----------------------------------------------------------------------------
@@ -96,7 +101,8 @@ class Converter:
             return [(self._convert_long(readings[0], context, userdict), 0.0)]
         scored: dict[str, float] = {}
         for rank, positions in enumerate(self._score(readings, context)):
-            for text, score in beam_search(positions, beam=self.beam, k=k, userdict=userdict):
+            for text, score in beam_search(positions, beam=self.beam, k=k, userdict=userdict,
+                                           lm=self.bigram, lm_weight=self.lm_weight):
                 score -= READING_PENALTY * rank
                 if score > scored.get(text, -math.inf):
                     scored[text] = score
@@ -150,7 +156,7 @@ class Converter:
         scores = torch.log_softmax(logits[torch.from_numpy(candidates)], dim=-1).numpy()
         order = np.argsort(-scores, kind="stable")
         chars = self.tokenizer.chars
-        return Position([chars[candidates[i]] for i in order], scores[order])
+        return Position([chars[candidates[i]] for i in order], candidates[order], scores[order])
 
     def _convert_long(self, reading: list[Piece], context: str, userdict: UserDict) -> str:
         output = ""
@@ -162,7 +168,8 @@ class Converter:
                 size += _size(piece)
             if window and (piece is None or size >= WINDOW):
                 positions = self._score([window], (context + output)[-self.max_context:])[0]
-                output += beam_search(positions, beam=self.beam, userdict=userdict)[0][0]
+                output += beam_search(positions, beam=self.beam, userdict=userdict,
+                                      lm=self.bigram, lm_weight=self.lm_weight)[0][0]
                 window, size = [], 0
         return output
 

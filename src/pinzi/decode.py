@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pinzi.ngram import CharBigram
+
 DEFAULT_WORD_WEIGHT = 4.0  # log-score bonus of a user word: strong enough to beat near-ties
 
 
@@ -88,43 +90,56 @@ class UserDict:
 
 @dataclass
 class Position:
-    """One pinyin position: its candidate characters and their log-probabilities, best first."""
+    """One pinyin position: its candidates (characters and their indices in the tokenizer's
+    char section) and their log-probabilities, best first."""
 
     chars: list[str]
+    ids: np.ndarray
     scores: np.ndarray
 
 
 def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 1,
-                userdict: UserDict | None = None, expand: int = 8) -> list[tuple[str, float]]:
+                userdict: UserDict | None = None, expand: int = 8,
+                lm: CharBigram | None = None, lm_weight: float = 0.0) -> list[tuple[str, float]]:
     """The ``k`` best conversions of a line as (text, log-score), best first.
 
     ``positions`` mixes :class:`Position` (to decide) and plain strings (pass-through text that
-    is copied as is). With no user dictionary the scores factorise, and the search is exact for
-    the top ``k`` whenever ``beam >= k``; with one, hypotheses in the middle of a user word are
-    kept beyond the beam (up to ``beam`` more) so that the word can complete.
+    is copied as is). Each hypothesis is extended with the ``expand`` best candidates; its score
+    adds the model's log-probability, ``lm_weight`` times the bigram log-probability given the
+    previous character, and user-word bonuses. With neither a language model nor a user
+    dictionary the scores factorise and the search is exact for the top ``k`` when
+    ``beam >= k``. Hypotheses in the middle of a user word are kept beyond the beam (up to
+    ``beam`` more) so that the word can complete.
     """
-    hypotheses: list[tuple[float, str]] = [(0.0, "")]
+    use_lm = lm is not None and lm_weight > 0
+    bos = lm.bos if lm is not None else -1
+    hypotheses: list[tuple[float, str, int]] = [(0.0, "", bos)]  # score, text, last char index
     width = max(beam, k)
     for position in positions:
-        if isinstance(position, str):
-            hypotheses = [(s, text + position) for s, text in hypotheses]
+        if isinstance(position, str):  # pass-through text: the next char starts afresh
+            hypotheses = [(s, text + position, bos) for s, text, _ in hypotheses]
             continue
+        top = min(expand, len(position.chars))
         index = {c: i for i, c in enumerate(position.chars)}
-        extended: dict[str, float] = {}
-        for score, text in hypotheses:
-            options = list(range(min(expand, len(position.chars))))
+        extended: dict[str, tuple[float, int]] = {}
+        for score, text, last in hypotheses:
+            options = list(range(top))
             if userdict:
                 options += [index[c] for c in userdict.continuations(text) if c in index]
-            for i in options:
+            options_ids = position.ids[options]
+            gains = position.scores[options].astype(np.float64)
+            if use_lm:
+                gains = gains + lm_weight * lm.score(np.array([last]), options_ids)[0]
+            for i, gain, char_id in zip(options, gains, options_ids, strict=True):
                 new_text = text + position.chars[i]
-                new_score = score + float(position.scores[i])
+                new_score = score + float(gain)
                 if userdict:
                     new_score += userdict.bonus(new_text)
-                if new_score > extended.get(new_text, -math.inf):
-                    extended[new_text] = new_score
-        ranked = sorted(extended.items(), key=lambda item: (-item[1], item[0]))
+                if new_score > extended.get(new_text, (-math.inf, 0))[0]:
+                    extended[new_text] = (new_score, int(char_id))
+        ranked = sorted(extended.items(), key=lambda item: (-item[1][0], item[0]))
         kept = ranked[:width]
         if userdict:  # a user word still being spelled survives the beam until it completes
             kept += [item for item in ranked[width:] if userdict.in_progress(item[0])][:width]
-        hypotheses = [(s, t) for t, s in kept]
-    return [(text, score) for score, text in hypotheses[:k]]
+        hypotheses = [(score, text, last) for text, (score, last) in kept]
+    return [(text, score) for score, text, _ in hypotheses[:k]]

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import torch
 
 from pinzi.lexicon import Lexicon
+from pinzi.ngram import CharBigram
 from pinzi.pinyin import FUZZY_PAIRS, SYLLABLES, fuzzy_variants, initial_of
 from pinzi.tokenizer import PAD_ID, UNK_ID, PinziTokenizer
 
@@ -125,8 +126,9 @@ class PinyinDenoisingTask:
     metric = "char_acc"
 
     def __init__(self, train: TokenizedCorpus, valid: TokenizedCorpus, tokenizer: PinziTokenizer,
-                 tables: TokenTables, noise: NoiseConfig, *, batch_tokens: int, seed: int):
-        self.train_corpus, self.valid_corpus = train, valid
+                 tables: TokenTables, noise: NoiseConfig, *, batch_tokens: int, seed: int,
+                 bigram: CharBigram | None = None):
+        self.train_corpus, self.valid_corpus, self.bigram = train, valid, bigram
         self.tokenizer, self.tables, self.noise = tokenizer, tables, noise
         self.batch_tokens, self.seed = batch_tokens, seed
 
@@ -221,6 +223,8 @@ class PinyinDenoisingTask:
     def save(self, model, directory: Path) -> None:
         model.save_pretrained(directory)
         self.tokenizer.save(directory)
+        if self.bigram is not None:
+            self.bigram.save(directory)
 
 
 # ---- the `pinzi pretrain` / `pinzi finetune` job ----------------------------------------
@@ -304,9 +308,12 @@ def train_converter(data_dir: str | Path, out_dir: str | Path, *, base: str | No
     tokenizer.save(out / "checkpoints")
     noise.max_length = min(noise.max_length, model.config.max_position_embeddings)
 
+    train_corpus = TokenizedCorpus.from_table(splits["train"].data.table, tokenizer)
+    # The decoder's bigram model comes from the same text, counted in seconds.
+    bigram = CharBigram.build(train_corpus.chars, train_corpus.offsets, tokenizer.char_offset,
+                              tokenizer.n_chars)
     task = PinyinDenoisingTask(
-        TokenizedCorpus.from_table(splits["train"].data.table, tokenizer),
-        TokenizedCorpus.from_table(splits["valid"].data.table, tokenizer),
+        train_corpus, TokenizedCorpus.from_table(splits["valid"].data.table, tokenizer),
         tokenizer, TokenTables(tokenizer, lexicon), noise,
-        batch_tokens=cfg.batch_tokens, seed=cfg.seed)
+        batch_tokens=cfg.batch_tokens, seed=cfg.seed, bigram=bigram)
     return train(model, task, cfg, out, resume=resume, progress=progress, on_step=on_step)

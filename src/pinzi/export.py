@@ -32,6 +32,7 @@ from torch import nn
 
 from pinzi.converter import Converter, shipped_model_path
 from pinzi.model import ModelLoadError, PinziForPinyin, load_pretrained
+from pinzi.ngram import CharBigram
 from pinzi.tokenizer import VOCAB_FILE, PinziTokenizer
 
 ONNX_FILE = "model.onnx"
@@ -197,4 +198,5 @@ def load_converter(name_or_path: str | Path | None = None, *, backend: str = "au
     if model.n_chars != tokenizer.n_chars:
         raise ModelLoadError(f"{folder}: vocab.json has {tokenizer.n_chars} characters but "
                              f"{ONNX_FILE} scores {model.n_chars}")
+    options.setdefault("bigram", CharBigram.load(folder))
     return Converter(model, tokenizer, **options)  # type: ignore[arg-type]  # duck-typed model

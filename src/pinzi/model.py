@@ -17,6 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
+from transformers.utils import logging as hf_logging
+
+# Loading and saving a few-MB model needs no progress bars of its own (they would also
+# break the training progress bar and the one-line-per-line output of `pinzi convert`).
+hf_logging.disable_progress_bar()
 
 ARCHS = ("transformer", "lstm-attention")
 
@@ -297,7 +302,9 @@ def load_pretrained(cls: type[PinziPreTrainedModel], name_or_path: str, **overri
                                  f"fetched from the Hugging Face hub: {err}") from err
     tokenizer = PinziTokenizer.load(folder)
     try:
-        model = cls.from_pretrained(folder, use_safetensors=True, **overrides)
+        # float32 whatever the file holds: the shipped weights are float16 to halve the size
+        model = cls.from_pretrained(folder, use_safetensors=True, dtype=torch.float32,
+                                    **overrides)
     except Exception as err:  # truncated or foreign weights, bad config.json
         raise ModelLoadError(f"the model in {folder} cannot be loaded: {err}") from err
     if model.config.vocab_size != tokenizer.vocab_size:
