@@ -20,7 +20,7 @@ SENTENCES = [
 ]
 
 # Settings under which the tiny model learns SENTENCES completely within a few seconds.
-TINY_SETTINGS = dict(max_steps=150, eval_every=50, save_every=50, batch_tokens=512,
+TINY_SETTINGS = dict(max_steps=250, eval_every=50, save_every=50, batch_tokens=512,
                      learning_rate=3e-3, warmup_steps=10, dropout=0.0, all_pinyin=0.8,
                      log_every=10)
 
