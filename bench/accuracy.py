@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=1000, help="clauses per set; 0 = all")
     parser.add_argument("--nbest", type=int, default=5, help="k of P@k")
     parser.add_argument("--lm-weight", type=float, default=None,
-                        help="weight of the bigram model in decoding [default: the converter's]")
+                        help="weight of the n-gram model in decoding [default: the converter's]")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="abbreviation seed")
     parser.add_argument("--peers", default="all",
                         help="'all' (every default engine, if installed), 'none', or names")

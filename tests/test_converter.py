@@ -13,8 +13,8 @@ from pinzi.pinyin import parse, segmentations
 
 @pytest.fixture(scope="module")
 def converter(tiny_model) -> Converter:
-    # The model alone: a bigram counted from 20 sentences says little (tested separately).
-    return Converter.from_pretrained(tiny_model, bigram=None)
+    # The model alone: an n-gram model counted from 20 sentences says little (tested separately).
+    return Converter.from_pretrained(tiny_model, ngram=None)
 
 
 @pytest.mark.parametrize("typed", [
@@ -92,18 +92,18 @@ def test_long_input_is_windowed_and_over_long_is_refused(converter):
         converter.convert("a" * (MAX_INPUT_CHARS + 1))
 
 
-def test_refinement_and_bigram_keep_conversions_right(tiny_model, tiny_corpus):
+def test_ngram_model_keeps_conversions_right(tiny_model, tiny_corpus):
     from datasets import load_from_disk
 
     from pinzi.denoise import TokenizedCorpus
-    from pinzi.ngram import CharBigram
+    from pinzi.ngram import CharNgram
 
     plain = Converter.from_pretrained(tiny_model)
     corpus = TokenizedCorpus.from_table(load_from_disk(str(tiny_corpus))["train"].data.table,
                                         plain.tokenizer)
-    bigram = CharBigram.build(corpus.chars, corpus.offsets, plain.tokenizer.char_offset,
+    ngram = CharNgram.build(corpus.chars, corpus.offsets, plain.tokenizer.char_offset,
                               plain.tokenizer.n_chars, min_count=1)
-    tuned = Converter(plain.model, plain.tokenizer, bigram=bigram, lm_weight=0.5, refine_steps=2)
+    tuned = Converter(plain.model, plain.tokenizer, ngram=ngram, lm_weight=0.5)
     for typed, expected in [("woaibeijingtiananmen", "我爱北京天安门"),
                             ("ta zai yin hang gong zuo", "他在银行工作")]:
         assert tuned.convert(typed) == expected

@@ -1,47 +1,53 @@
-"""The character bigram model: normalisation, what it learns, persistence."""
+"""The character n-gram model: normalisation, what it learns, persistence."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pinzi.ngram import CharBigram
+from pinzi.ngram import CharNgram
 
 # Token ids of a toy layout: specials 0-4, chars 5..9 (C = 5), UNK = 1 breaks a line.
-LINES = [[5, 6, 7], [5, 6, 8], [5, 6, 7, 1, 9], [9, 5, 6]]
+LINES = [[5, 6, 7], [5, 6, 8], [5, 6, 7, 1, 9], [9, 5, 6], [8, 6, 9]]
 
 
-def build(min_count: int) -> CharBigram:
+def build(min_count: int) -> CharNgram:
     chars = np.array([t for line in LINES for t in line])
     offsets = np.cumsum([0] + [len(line) for line in LINES])
-    return CharBigram.build(chars, offsets, char_offset=5, n_chars=5, min_count=min_count)
+    return CharNgram.build(chars, offsets, char_offset=5, n_chars=5, min_count=min_count)
 
 
 def test_distributions_sum_to_one():
     lm = build(min_count=1)
     everything = np.arange(5)
-    for previous in range(6):  # every char, and the line start
-        total = np.exp(lm.score(np.array([previous]), everything)).sum()
-        assert total == pytest.approx(1.0, abs=1e-3)
+    for a in range(6):  # every history, the line start included
+        for b in range(6):
+            total = np.exp(lm.score(np.array([[a, b]]), everything)).sum()
+            assert total == pytest.approx(1.0, abs=1e-3), (a, b)
 
 
 def test_learns_what_follows_what():
     lm = build(min_count=1)
-    after_first = lm.score(np.array([0]), np.arange(5))[0]  # chars after char 0 (token 5)
-    assert after_first.argmax() == 1  # token 6 always follows token 5
-    at_start = lm.score(np.array([lm.bos]), np.arange(5))[0]
+    # after "5 6" (chars 0 1) comes 7 twice and 8 once; after "8 6" (chars 3 1) comes 9
+    after_0_1 = lm.score(np.array([[0, 1]]), np.arange(5))[0]
+    assert after_0_1.argmax() == 2 and after_0_1[2] > after_0_1[3] > after_0_1[4]
+    after_3_1 = lm.score(np.array([[3, 1]]), np.arange(5))[0]
+    assert after_3_1.argmax() == 4
+    at_start = lm.score(np.array([[lm.bos, lm.bos]]), np.arange(5))[0]
     assert at_start[0] > at_start[2]  # lines start with token 5, never with token 7
 
 
-def test_pruning_keeps_frequent_bigrams_and_backs_off(tmp_path):
+def test_pruning_keeps_frequent_ngrams_and_backs_off(tmp_path):
     lm = build(min_count=2)
-    assert len(lm.keys) < len(build(min_count=1).keys)
+    full = build(min_count=1)
+    assert len(lm.trigram_keys) < len(full.trigram_keys)
+    assert len(lm.bigram_keys) < len(full.bigram_keys)
     lm.save(tmp_path)
-    again = CharBigram.load(tmp_path)
-    query = np.arange(5)
-    np.testing.assert_array_equal(lm.score(np.array([0, 5]), query),
-                                  again.score(np.array([0, 5]), query))
-    assert CharBigram.load(tmp_path / "elsewhere") is None
+    again = CharNgram.load(tmp_path)
+    history, query = np.array([[0, 1], [5, 5], [3, 1]]), np.arange(5)
+    np.testing.assert_array_equal(lm.score(history, query), again.score(history, query))
+    assert np.all(np.isfinite(lm.score(history, query)))
+    assert CharNgram.load(tmp_path / "elsewhere") is None
     (tmp_path / "ngram.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="damaged"):
-        CharBigram.load(tmp_path)
+        CharNgram.load(tmp_path)

@@ -26,15 +26,14 @@ import torch
 from pinzi.decode import Position, UserDict, beam_search
 from pinzi.lexicon import Lexicon
 from pinzi.model import PinziForPinyin, load_pretrained
-from pinzi.ngram import CharBigram
+from pinzi.ngram import CharNgram
 from pinzi.pinyin import Piece, segmentations
 from pinzi.tokenizer import PAD_ID, PinziTokenizer
 
 MAX_INPUT_CHARS = 4096  # longer lines are refused: no IME buffer is that long
 WINDOW = 64  # pinyin pieces per model call; longer inputs are converted window by window
 READING_PENALTY = 1.0  # log-score cost per rank of a less likely reading of the input
-LM_WEIGHT = 0.3  # weight of the character bigram model, when the model folder has one
-REFINE_CONFIDENCE = 0.9  # a choice this sure becomes context for a second look at the rest
+LM_WEIGHT = 0.3  # weight of the character n-gram model, when the model folder has one
 
 
 class InputTooLong(ValueError):
@@ -52,14 +51,13 @@ class Converter:
     def __init__(self, model: PinziForPinyin, tokenizer: PinziTokenizer,
                  lexicon: Lexicon | None = None, *, beam: int = 8, readings: int = 4,
                  max_context: int = 32, userdict: UserDict | None = None,
-                 bigram: CharBigram | None = None, lm_weight: float = LM_WEIGHT,
-                 refine_steps: int = 0):
+                 ngram: CharNgram | None = None, lm_weight: float = LM_WEIGHT):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.lexicon = lexicon or Lexicon.default()
         self.beam, self.readings, self.max_context = beam, readings, max_context
         self.userdict = userdict or UserDict()
-        self.bigram, self.lm_weight, self.refine_steps = bigram, lm_weight, refine_steps
+        self.ngram, self.lm_weight = ngram, lm_weight
         self._candidates = lru_cache(maxsize=65536)(self._piece_candidates)
 
     @classmethod
@@ -72,7 +70,7 @@ class Converter:
             from pinzi.finetune import load_adapter
 
             model = load_adapter(model, adapter)
-        options.setdefault("bigram", CharBigram.load(model.name_or_path or path))
+        options.setdefault("ngram", CharNgram.load(model.name_or_path or path))
         return cls(model, tokenizer, **options)
 
     # ---- public API -----------------------------------------------------------------------------
@@ -104,7 +102,7 @@ class Converter:
         scored: dict[str, float] = {}
         for rank, positions in enumerate(self._score(readings, context)):
             for text, score in beam_search(positions, beam=self.beam, k=k, userdict=userdict,
-                                           lm=self.bigram, lm_weight=self.lm_weight):
+                                           lm=self.ngram, lm_weight=self.lm_weight):
                 score -= READING_PENALTY * rank
                 if score > scored.get(text, -math.inf):
                     scored[text] = score
@@ -143,31 +141,7 @@ class Converter:
             pinyin = iter(range(len(slots)))
             result.append([piece.output if piece.kind == "other"
                            else self._position(piece, logits[next(pinyin)]) for piece in reading])
-        for _ in range(self.refine_steps):
-            self._refine(readings, encoded, input_ids, attention, result)
         return result
-
-    def _refine(self, readings, encoded, input_ids, attention, result) -> None:
-        """Mask-predict: write the confident choices into the input as characters and score
-        the other positions again, now with those characters as context."""
-        open_slots = []
-        for row, (reading, (_, slots), positions) in enumerate(
-                zip(readings, encoded, result, strict=True)):
-            pinyin = [i for i, piece in enumerate(reading) if piece.kind != "other"]
-            for slot, index in zip(slots, pinyin, strict=True):
-                position = positions[index]
-                if not isinstance(position, Position):
-                    continue
-                if math.exp(position.scores[0]) >= REFINE_CONFIDENCE:
-                    input_ids[row, slot] = self.tokenizer.char_offset + int(position.ids[0])
-                else:
-                    open_slots.append((row, slot, index))
-        if not open_slots:
-            return
-        hidden = self.model.encode(input_ids, attention)
-        for row, slot, index in open_slots:
-            logits = self.model.char_logits(hidden[row, [slot]]).float()[0]
-            result[row][index] = self._position(readings[row][index], logits)
 
     def _position(self, piece: Piece, logits: torch.Tensor) -> Position | str:
         candidates = self._candidates(piece)
@@ -189,7 +163,7 @@ class Converter:
             if window and (piece is None or size >= WINDOW):
                 positions = self._score([window], (context + output)[-self.max_context:])[0]
                 output += beam_search(positions, beam=self.beam, userdict=userdict,
-                                      lm=self.bigram, lm_weight=self.lm_weight)[0][0]
+                                      lm=self.ngram, lm_weight=self.lm_weight)[0][0]
                 window, size = [], 0
         return output
 

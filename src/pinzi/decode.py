@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pinzi.ngram import CharBigram
+from pinzi.ngram import CharNgram
 
 DEFAULT_WORD_WEIGHT = 4.0  # log-score bonus of a user word: strong enough to beat near-ties
 
@@ -100,46 +100,57 @@ class Position:
 
 def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 1,
                 userdict: UserDict | None = None, expand: int = 8,
-                lm: CharBigram | None = None, lm_weight: float = 0.0) -> list[tuple[str, float]]:
+                lm: CharNgram | None = None, lm_weight: float = 0.0) -> list[tuple[str, float]]:
     """The ``k`` best conversions of a line as (text, log-score), best first.
 
     ``positions`` mixes :class:`Position` (to decide) and plain strings (pass-through text that
     is copied as is). Each hypothesis is extended with the ``expand`` best candidates; its score
-    adds the model's log-probability, ``lm_weight`` times the bigram log-probability given the
-    previous character, and user-word bonuses. With neither a language model nor a user
+    adds the model's log-probability, ``lm_weight`` times the n-gram log-probability given the
+    previous two characters, and user-word bonuses. With neither a language model nor a user
     dictionary the scores factorise and the search is exact for the top ``k`` when
     ``beam >= k``. Hypotheses in the middle of a user word are kept beyond the beam (up to
     ``beam`` more) so that the word can complete.
     """
     use_lm = lm is not None and lm_weight > 0
     bos = lm.bos if lm is not None else -1
-    hypotheses: list[tuple[float, str, int]] = [(0.0, "", bos)]  # score, text, last char index
+    start = (bos, bos)  # the two characters before: none yet
+    hypotheses: list[tuple[float, str, tuple[int, int]]] = [(0.0, "", start)]
     width = max(beam, k)
     for position in positions:
         if isinstance(position, str):  # pass-through text: the next char starts afresh
-            hypotheses = [(s, text + position, bos) for s, text, _ in hypotheses]
+            hypotheses = [(s, text + position, start) for s, text, _ in hypotheses]
             continue
         top = min(expand, len(position.chars))
         index = {c: i for i, c in enumerate(position.chars)}
-        extended: dict[str, tuple[float, int]] = {}
-        for score, text, last in hypotheses:
+        if use_lm:  # (H, top) in one call: the common case costs no Python per candidate
+            lm_top = lm_weight * lm.score(np.array([h for _, _, h in hypotheses]),
+                                          position.ids[:top])
+        extended: dict[str, tuple[float, tuple[int, int]]] = {}
+        for row, (score, text, history) in enumerate(hypotheses):
             options = list(range(top))
-            if userdict:
-                options += [index[c] for c in userdict.continuations(text) if c in index]
-            options_ids = position.ids[options]
-            gains = position.scores[options].astype(np.float64)
+            gains = position.scores[:top].astype(np.float64)
             if use_lm:
-                gains = gains + lm_weight * lm.score(np.array([last]), options_ids)[0]
-            for i, gain, char_id in zip(options, gains, options_ids, strict=True):
+                gains = gains + lm_top[row]
+            if userdict:
+                extra = [index[c] for c in userdict.continuations(text)
+                         if c in index and index[c] >= top]
+                if extra:
+                    extra_gains = position.scores[extra].astype(np.float64)
+                    if use_lm:
+                        extra_gains += lm_weight * lm.score(np.array([history]),
+                                                            position.ids[extra])[0]
+                    options += extra
+                    gains = np.concatenate([gains, extra_gains])
+            for i, gain in zip(options, gains, strict=True):
                 new_text = text + position.chars[i]
                 new_score = score + float(gain)
                 if userdict:
                     new_score += userdict.bonus(new_text)
-                if new_score > extended.get(new_text, (-math.inf, 0))[0]:
-                    extended[new_text] = (new_score, int(char_id))
+                if new_score > extended.get(new_text, (-math.inf,))[0]:
+                    extended[new_text] = (new_score, (history[1], int(position.ids[i])))
         ranked = sorted(extended.items(), key=lambda item: (-item[1][0], item[0]))
         kept = ranked[:width]
         if userdict:  # a user word still being spelled survives the beam until it completes
             kept += [item for item in ranked[width:] if userdict.in_progress(item[0])][:width]
-        hypotheses = [(score, text, last) for text, (score, last) in kept]
+        hypotheses = [(score, text, history) for text, (score, history) in kept]
     return [(text, score) for score, text, _ in hypotheses[:k]]

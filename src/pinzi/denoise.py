@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import torch
 
 from pinzi.lexicon import Lexicon
-from pinzi.ngram import CharBigram
+from pinzi.ngram import CharNgram
 from pinzi.pinyin import FUZZY_PAIRS, SYLLABLES, fuzzy_variants, initial_of
 from pinzi.tokenizer import PAD_ID, UNK_ID, PinziTokenizer
 
@@ -127,8 +127,8 @@ class PinyinDenoisingTask:
 
     def __init__(self, train: TokenizedCorpus, valid: TokenizedCorpus, tokenizer: PinziTokenizer,
                  tables: TokenTables, noise: NoiseConfig, *, batch_tokens: int, seed: int,
-                 bigram: CharBigram | None = None):
-        self.train_corpus, self.valid_corpus, self.bigram = train, valid, bigram
+                 ngram: CharNgram | None = None):
+        self.train_corpus, self.valid_corpus, self.ngram = train, valid, ngram
         self.tokenizer, self.tables, self.noise = tokenizer, tables, noise
         self.batch_tokens, self.seed = batch_tokens, seed
 
@@ -223,8 +223,8 @@ class PinyinDenoisingTask:
     def save(self, model, directory: Path) -> None:
         model.save_pretrained(directory)
         self.tokenizer.save(directory)
-        if self.bigram is not None:
-            self.bigram.save(directory)
+        if self.ngram is not None:
+            self.ngram.save(directory)
 
 
 # ---- the `pinzi pretrain` / `pinzi finetune` job ----------------------------------------
@@ -255,11 +255,13 @@ def load_prepared(data_dir: str | Path):
 
 def train_converter(data_dir: str | Path, out_dir: str | Path, *, base: str | None = None,
                     preset: str = "small", settings: dict | None = None, resume: bool = False,
-                    progress: bool = True, on_step=None) -> dict:
+                    progress: bool = True, on_step=None, prepare=None) -> dict:
     """Pretrain a converter from scratch (``base=None``) or continue training ``base``.
 
     ``settings`` holds TrainConfig, NoiseConfig and PinziConfig fields (from a config file and
     command-line overrides); unknown names are an error that suggests the closest one.
+    ``prepare(model, task) -> (model, task)``, when given, runs just before training: domain
+    fine-tuning uses it to put LoRA adapters on the model and save only them (pinzi.finetune).
     """
     from pinzi.model import PinziConfig, PinziForPinyin, load_pretrained
     from pinzi.train import (
@@ -309,11 +311,13 @@ def train_converter(data_dir: str | Path, out_dir: str | Path, *, base: str | No
     noise.max_length = min(noise.max_length, model.config.max_position_embeddings)
 
     train_corpus = TokenizedCorpus.from_table(splits["train"].data.table, tokenizer)
-    # The decoder's bigram model comes from the same text, counted in seconds.
-    bigram = CharBigram.build(train_corpus.chars, train_corpus.offsets, tokenizer.char_offset,
+    # The decoder's n-gram model comes from the same text, counted in seconds.
+    ngram = CharNgram.build(train_corpus.chars, train_corpus.offsets, tokenizer.char_offset,
                               tokenizer.n_chars)
     task = PinyinDenoisingTask(
         train_corpus, TokenizedCorpus.from_table(splits["valid"].data.table, tokenizer),
         tokenizer, TokenTables(tokenizer, lexicon), noise,
-        batch_tokens=cfg.batch_tokens, seed=cfg.seed, bigram=bigram)
+        batch_tokens=cfg.batch_tokens, seed=cfg.seed, ngram=ngram)
+    if prepare is not None:  # pinzi.finetune: LoRA adapters, the base's n-gram model
+        model, task = prepare(model, task)
     return train(model, task, cfg, out, resume=resume, progress=progress, on_step=on_step)

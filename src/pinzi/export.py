@@ -32,7 +32,7 @@ from torch import nn
 
 from pinzi.converter import Converter, shipped_model_path
 from pinzi.model import ModelLoadError, PinziForPinyin, load_pretrained
-from pinzi.ngram import CharBigram
+from pinzi.ngram import NGRAM_FILE, CharNgram
 from pinzi.tokenizer import VOCAB_FILE, PinziTokenizer
 
 ONNX_FILE = "model.onnx"
@@ -119,8 +119,8 @@ def export_onnx(model: str | Path | None, out: str | Path, *, quantize: str | No
             quantize_dynamic(prepared, out / ONNX_FILE, weight_type=QuantType.QInt8)
         else:
             shutil.copyfile(float_path, out / ONNX_FILE)
-    for name in ("config.json", VOCAB_FILE):
-        if (out / name).resolve() != (source / name).resolve():
+    for name in ("config.json", VOCAB_FILE, NGRAM_FILE):
+        if (source / name).exists() and (out / name).resolve() != (source / name).resolve():
             shutil.copyfile(source / name, out / name)
     return {"path": str(out / ONNX_FILE), "bytes": (out / ONNX_FILE).stat().st_size,
             "quantize": quantize, "max_abs_diff_float": diff}
@@ -198,5 +198,5 @@ def load_converter(name_or_path: str | Path | None = None, *, backend: str = "au
     if model.n_chars != tokenizer.n_chars:
         raise ModelLoadError(f"{folder}: vocab.json has {tokenizer.n_chars} characters but "
                              f"{ONNX_FILE} scores {model.n_chars}")
-    options.setdefault("bigram", CharBigram.load(folder))
+    options.setdefault("ngram", CharNgram.load(folder))
     return Converter(model, tokenizer, **options)  # type: ignore[arg-type]  # duck-typed model

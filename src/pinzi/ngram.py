@@ -1,14 +1,16 @@
-"""A character bigram language model over a tokenizer's characters, used to rescore decoding.
+"""A character trigram language model over a tokenizer's characters, used to rescore decoding.
 
-The encoder scores every position from the whole input at once; adding ``weight * log P(c|prev)``
-in the beam search makes neighbouring choices agree with how often characters follow each other
-in the training corpus. Counting takes seconds (numpy over the tokenized corpus) and costs no
-training time. Smoothing is interpolated absolute discounting:
+The encoder scores every position from the whole input at once; adding ``weight * log P(c|a b)``
+in the beam search makes neighbouring choices agree with how characters follow each other in
+the training corpus. Counting takes seconds (numpy over the tokenized corpus) and costs no
+training time. Smoothing is interpolated absolute discounting, trigram over bigram over unigram:
 
-    P(c | p) = max(n(p, c) - D, 0) / n(p) + D * types(p) / n(p) * P(c)
+    P(c | b)   = max(n(b c) - D, 0) / n(b)   + D * types(b) / n(b)     * P(c)
+    P(c | a b) = max(n(a b c) - D, 0) / n(a b) + D * types(a b) / n(a b) * P(c | b)
 
-Bigrams seen fewer than ``min_count`` times are not stored and fall back to the second term.
-Saved as ``ngram.npz`` beside the model; the converter uses it when the file is there.
+N-grams seen fewer than ``min_count`` times are not stored and fall back to the second term; a
+context never stored backs off whole. Saved as ``ngram.npz`` beside the model; the converter
+uses it when the file is there.
 """
 
 from __future__ import annotations
@@ -21,59 +23,111 @@ NGRAM_FILE = "ngram.npz"
 DISCOUNT = 0.75
 
 
-class CharBigram:
-    """Log-probabilities of a character given the previous one (``bos`` at a line start)."""
+def _counts(keys: np.ndarray, base: int) -> tuple[np.ndarray, ...]:
+    """Unique n-gram keys, their counts, and per context (key // base) total and types."""
+    keys, counts = np.unique(keys, return_counts=True)
+    contexts, where = np.unique(keys // base, return_inverse=True)
+    totals = np.bincount(where, weights=counts)
+    types = np.bincount(where)
+    return keys, counts, contexts, where, totals, types
 
-    def __init__(self, keys: np.ndarray, logprobs: np.ndarray, backoff: np.ndarray,
-                 unigram: np.ndarray):
-        self.keys = keys  # sorted int64 prev * (C + 1) + cur, for the stored bigrams
-        self.logprobs = logprobs  # their log P(cur | prev)
-        self.backoff = backoff  # (C + 1,) log of D * types(p) / n(p); index C is line start
+
+class CharNgram:
+    """Log-probabilities of a character given the two before it (``bos`` before a line)."""
+
+    def __init__(self, unigram: np.ndarray, bigram_keys: np.ndarray, bigram_logprobs: np.ndarray,
+                 bigram_backoff: np.ndarray, trigram_keys: np.ndarray,
+                 trigram_logprobs: np.ndarray, context_keys: np.ndarray,
+                 context_backoff: np.ndarray):
         self.unigram = unigram  # (C,) log P(c)
-        self.bos = len(unigram)
+        self.bos = len(unigram)  # the "character" before a line or pass-through text
+        self.base = self.bos + 1
+        self.bigram_keys, self.bigram_logprobs = bigram_keys, bigram_logprobs  # b * base + c
+        self.bigram_backoff = bigram_backoff  # (C + 1,) log D * types(b) / n(b)
+        self.trigram_keys, self.trigram_logprobs = trigram_keys, trigram_logprobs  # (a b) c
+        self.context_keys, self.context_backoff = context_keys, context_backoff  # a * base + b
 
     @classmethod
     def build(cls, chars: np.ndarray, offsets: np.ndarray, char_offset: int, n_chars: int,
-              min_count: int = 2) -> CharBigram:
+              min_count: int = 2) -> CharNgram:
         """Count over a tokenized corpus (token ids, line offsets) of a tokenizer's layout."""
+        base = n_chars + 1
         index = chars.astype(np.int64) - char_offset
-        index[(index < 0) | (index >= n_chars)] = n_chars  # not a character: like a line start
-        previous = np.roll(index, 1)
-        previous[offsets[:-1][offsets[:-1] < len(index)]] = n_chars
+        index[(index < 0) | (index >= n_chars)] = n_chars  # not a character: a fresh start
+        starts = offsets[:-1][offsets[:-1] < len(index)]
+        prev1 = np.roll(index, 1)
+        prev1[starts] = n_chars
+        prev2 = np.roll(prev1, 1)
+        prev2[starts] = n_chars
+        prev2[np.minimum(starts + 1, len(index) - 1)] = n_chars
+        prev2[prev1 == n_chars] = n_chars  # after a break, the older history is gone too
         real = index < n_chars
-        unigram_counts = np.bincount(index[real], minlength=n_chars).astype(np.float64) + 0.1
-        unigram = unigram_counts / unigram_counts.sum()
-        keys, counts = np.unique(previous[real] * (n_chars + 1) + index[real], return_counts=True)
-        prev_of_key = keys // (n_chars + 1)
-        totals = np.bincount(prev_of_key, weights=counts, minlength=n_chars + 1)
-        types = np.bincount(prev_of_key, minlength=n_chars + 1)
-        weight = np.where(totals > 0, DISCOUNT * types / np.maximum(totals, 1), 1.0)
-        probs = ((counts - DISCOUNT) / totals[prev_of_key]
-                 + weight[prev_of_key] * unigram[keys % (n_chars + 1)])
-        keep = counts >= min_count
-        return cls(keys[keep], np.log(probs[keep]).astype(np.float16),
-                   np.log(weight).astype(np.float32), np.log(unigram).astype(np.float32))
 
-    def score(self, previous: np.ndarray, current: np.ndarray) -> np.ndarray:
-        """(H,) previous char indices (``bos`` allowed) x (K,) candidates -> (H, K) log P."""
-        queries = previous[:, None].astype(np.int64) * (self.bos + 1) + current[None, :]
-        found = np.minimum(np.searchsorted(self.keys, queries), len(self.keys) - 1)
-        hit = self.keys[found] == queries
-        fallback = self.backoff[previous][:, None] + self.unigram[current][None, :]
-        return np.where(hit, self.logprobs[found].astype(np.float32), fallback)
+        unigram = np.bincount(index[real], minlength=n_chars).astype(np.float64) + 0.1
+        unigram /= unigram.sum()
+
+        keys, counts, contexts, where, totals, types = _counts(prev1[real] * base + index[real],
+                                                               base)
+        weight1 = np.ones(base)
+        weight1[contexts] = DISCOUNT * types / totals
+        p2 = (counts - DISCOUNT) / totals[where] + weight1[contexts[where]] * unigram[keys % base]
+        keep2 = counts >= min_count
+        bigram_keys, bigram_p = keys[keep2], p2[keep2]
+
+        def p_bigram(b: np.ndarray, c: np.ndarray) -> np.ndarray:
+            query = b * base + c
+            found = np.minimum(np.searchsorted(bigram_keys, query), len(bigram_keys) - 1)
+            hit = bigram_keys[found] == query
+            return np.where(hit, bigram_p[found], weight1[b] * unigram[c])
+
+        keys, counts, contexts, where, totals, types = _counts(
+            (prev2[real] * base + prev1[real]) * base + index[real], base)
+        weight2 = DISCOUNT * types / totals
+        lower = p_bigram(contexts[where] % base, keys % base)
+        p3 = (counts - DISCOUNT) / totals[where] + weight2[where] * lower
+        keep3 = counts >= min_count
+        kept_contexts = np.unique(keys[keep3] // base)
+        return cls(np.log(unigram).astype(np.float32), bigram_keys,
+                   np.log(bigram_p).astype(np.float16), np.log(weight1).astype(np.float32),
+                   keys[keep3], np.log(p3[keep3]).astype(np.float16), kept_contexts,
+                   np.log(weight2[np.searchsorted(contexts, kept_contexts)]).astype(np.float16))
+
+    def score(self, history: np.ndarray, current: np.ndarray) -> np.ndarray:
+        """(H, 2) previous two char indices (``bos`` allowed) x (K,) candidates -> (H, K)."""
+        a, b = history[:, :1].astype(np.int64), history[:, 1:].astype(np.int64)
+        c = current[None, :].astype(np.int64)
+        bigram = _lookup(self.bigram_keys, self.bigram_logprobs, b * self.base + c,
+                         self.bigram_backoff[b] + self.unigram[c])
+        context = _lookup(self.context_keys, self.context_backoff, a * self.base + b,
+                          np.zeros_like(b, dtype=np.float32))
+        return _lookup(self.trigram_keys, self.trigram_logprobs,
+                       (a * self.base + b) * self.base + c, context + bigram)
 
     def save(self, directory: str | Path) -> None:
-        np.savez_compressed(Path(directory) / NGRAM_FILE, keys=self.keys, logprobs=self.logprobs,
-                            backoff=self.backoff, unigram=self.unigram)
+        np.savez_compressed(Path(directory) / NGRAM_FILE, **{k: v for k, v in vars(self).items()
+                                                            if isinstance(v, np.ndarray)})
 
     @classmethod
-    def load(cls, directory: str | Path) -> CharBigram | None:
-        """The model folder's bigram table, or None when it has none."""
+    def load(cls, directory: str | Path) -> CharNgram | None:
+        """The model folder's n-gram tables, or None when it has none."""
         path = Path(directory) / NGRAM_FILE
         if not path.exists():
             return None
         try:
             with np.load(path, allow_pickle=False) as data:
-                return cls(data["keys"], data["logprobs"], data["backoff"], data["unigram"])
+                return cls(**{name: data[name] for name in _FIELDS})
         except (OSError, ValueError, KeyError) as err:
-            raise ValueError(f"{path} is damaged: {err}") from err
+            raise ValueError(f"{path} is damaged or from an older pinzi: {err}") from err
+
+
+_FIELDS = ("unigram", "bigram_keys", "bigram_logprobs", "bigram_backoff", "trigram_keys",
+           "trigram_logprobs", "context_keys", "context_backoff")
+
+
+def _lookup(keys: np.ndarray, values: np.ndarray, queries: np.ndarray,
+            fallback: np.ndarray) -> np.ndarray:
+    """values[keys == query] where stored, else the fallback (broadcast together)."""
+    if len(keys) == 0:
+        return np.broadcast_to(fallback, np.broadcast_shapes(queries.shape, fallback.shape))
+    found = np.minimum(np.searchsorted(keys, queries), len(keys) - 1)
+    return np.where(keys[found] == queries, values[found].astype(np.float32), fallback)
