@@ -70,7 +70,10 @@ def convert(
         help="Pinyin to convert, e.g. woaibeijing or 'wo ai bei jing'. "
              "Omit it to convert standard input line by line.")] = None,
     model: Annotated[str | None, typer.Option(
-        "--model", "-m", help="Model folder or Hugging Face repo id [default: the shipped model]")
+        "--model", "-m", help="Model folder or Hugging Face repo id (default: the shipped model).")
+    ] = None,
+    adapter: Annotated[Path | None, typer.Option(  # pinzi finetune --lora
+        help="LoRA adapter folder from `pinzi finetune --lora`, applied on top of the model.")
     ] = None,
     nbest: Annotated[int, typer.Option("--nbest", "-n", min=1, max=50,
                                        help="Print the K best conversions, TAB-separated.")] = 1,
@@ -103,7 +106,9 @@ def convert(
 
     pairs = _parse_fuzzy(fuzzy)
     try:
-        converter = load_converter(model)
+        # an adapter needs the PyTorch backend (from_pretrained(..., adapter=...))
+        converter = load_converter(model, backend="torch", adapter=adapter) if adapter \
+            else load_converter(model)
         if userdict is not None:
             converter.userdict = UserDict.load(userdict)
     except (ModelLoadError, OSError, ValueError) as error:
@@ -318,7 +323,7 @@ _BACKEND_HELP = ("auto, torch or onnx. auto: onnxruntime when the folder has a m
 @app.command()
 def serve(
     model: Annotated[str | None, typer.Option(
-        "--model", "-m", help="Model folder or Hugging Face repo id [default: the shipped model]")
+        "--model", "-m", help="Model folder or Hugging Face repo id (default: the shipped model).")
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for every interface."
                                       )] = "127.0.0.1",
@@ -335,6 +340,8 @@ def serve(
                     "clients; more can speed up one client on a big model.")] = 1,
     log_level: Annotated[str, typer.Option(
         help="uvicorn's: debug, info (one line per request), warning, error.")] = "info",
+    classifier: Annotated[str | None, typer.Option(  # classify: /v1/classify
+        help="Also answer /v1/classify with this folder from `pinzi classify train`.")] = None,
 ) -> None:
     """Serve conversion over HTTP, with an input-method page: [bold]pinzi serve -m MODEL[/].
 
@@ -358,7 +365,16 @@ def serve(
         converter = load_converter(model, backend=backend, threads=threads)
     except (ModelLoadError, OSError, ValueError) as error:
         raise fail(str(error)) from None
-    app_ = create_app(converter, api_key=api_key or None, cors_origins=cors_origin or ())
+    classifier_ = None
+    if classifier is not None:  # classify: /v1/classify
+        from pinzi.classify import ClassifyError, TextClassifier
+
+        try:
+            classifier_ = TextClassifier.load(classifier, device="cpu")
+        except ClassifyError as error:
+            raise fail(str(error)) from None
+    app_ = create_app(converter, classifier=classifier_, api_key=api_key or None,
+                      cors_origins=cors_origin or ())
     # uvicorn handles SIGINT/SIGTERM itself: it stops accepting, lets requests in flight end,
     # runs the app's shutdown, then exits (re-raising the signal, so the status says why).
     uvicorn.run(app_, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
@@ -368,7 +384,7 @@ def serve(
 def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (may be the model's).")],
     model: Annotated[str | None, typer.Option(
-        "--model", "-m", help="Model folder [default: the shipped model]")] = None,
+        "--model", "-m", help="Model folder (default: the shipped model).")] = None,
     format_: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
     quantize: Annotated[str | None, typer.Option(
         help="int8: dynamic int8 quantisation (onnxruntime), about 4x smaller.")] = None,
@@ -390,6 +406,279 @@ def export(
         raise fail(str(error)) from None
     err.print_json(json.dumps(summary))
 # ---- end of serve, export -----------------------------------------------------------------------
+
+
+# ---- finetune, merge (pinzi.finetune) -----------------------------------------------------------
+@app.command()
+def finetune(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Folder from `pinzi data prepare`.")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Run folder: the model (or the adapter), logs, report.")],
+    base: Annotated[str | None, typer.Option(
+        "--base", "-b", help="Model to fine-tune: folder or hub id (default: the shipped model)")
+    ] = None,
+    lora: Annotated[bool, typer.Option(
+        "--lora", help="Train a small LoRA adapter instead of every weight.")] = False,
+    rank: Annotated[int, typer.Option(min=1, help="LoRA rank r.")] = 8,
+    alpha: Annotated[float, typer.Option(help="LoRA alpha (updates scaled by alpha / r).")] = 16,
+    lora_dropout: Annotated[float, typer.Option(help="Dropout on the LoRA input.")] = 0.05,
+    targets: Annotated[str | None, typer.Option(
+        help="Comma-separated module names to adapt (default: qkv,out,mlp.0,mlp.2).")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML or TOML file of settings.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override any setting: --set learning_rate=1e-4 (repeatable).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimiser steps (default: 2000).")
+                         ] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Stop after this wall time.")] = None,
+    domain_test: Annotated[list[Path] | None, typer.Option(
+        help="Domain test file, repeatable (default: the dataset's test split).")] = None,
+    general_test: Annotated[list[Path] | None, typer.Option(
+        help="General test file, repeatable "
+             "(default: ../shared/data/sighan2005/pku_test.txt.gz if present).")] = None,
+    eval_limit: Annotated[int, typer.Option(
+        min=0, help="Clauses per test set in the before/after report; 0: no report.")] = 500,
+    eval_form: Annotated[str, typer.Option(
+        help="Pinyin input form of the report: spaced, continuous or abbreviated.")] = "spaced",
+    resume: Annotated[bool, typer.Option(help="Continue from OUT's latest checkpoint.")] = False,
+) -> None:
+    """Adapt a converter to a domain: [bold]pinzi finetune --base M --data D --out R --lora[/].
+
+    Continues the pinyin objective on the domain's prepared text (full fine-tuning, or a LoRA
+    adapter with --lora), stops early on its valid split, then compares the base and the result
+    on the domain's test split and a general news test: OUT/report.md, .json, .png. See
+    docs/finetune.md.
+    """
+    from pinzi.finetune import finetune as run_finetune
+    from pinzi.model import ModelLoadError
+    from pinzi.train import TrainingError
+
+    settings = _settings(config, set_)
+    for key, value in (("max_steps", max_steps), ("max_minutes", max_minutes)):
+        if value is not None:
+            settings[key] = value
+    try:
+        run_finetune(base, data, out, lora=lora, rank=rank, alpha=alpha, dropout=lora_dropout,
+                     targets=targets, settings=settings, domain_test=domain_test or None,
+                     general_test=general_test or None, eval_limit=eval_limit,
+                     eval_form=eval_form, resume=resume)
+    except (TrainingError, ModelLoadError) as error:
+        raise fail(str(error)) from None
+    print((out / "report.md").read_text(encoding="utf-8"), end="")
+
+
+@app.command()
+def merge(
+    adapter: Annotated[Path, typer.Option(help="LoRA adapter folder from `pinzi finetune --lora`."
+                                          )],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder of the merged model.")],
+    base: Annotated[str | None, typer.Option(
+        "--base", "-b", help="The adapter's base model (default: the shipped model)")] = None,
+) -> None:
+    """Merge a LoRA adapter into its base: one standalone model folder for every command."""
+    from pinzi.finetune import merge as run_merge
+    from pinzi.model import ModelLoadError
+
+    try:
+        summary = run_merge(base, adapter, out)
+    except (ModelLoadError, OSError) as error:
+        raise fail(str(error)) from None
+    err.print_json(json.dumps(summary))
+# ---- end of finetune, merge ---------------------------------------------------------------------
+
+
+# ---- classify (pinzi.classify) ------------------------------------------------------------------
+classify_app = typer.Typer(help="Fine-tune text classifiers and use them.", no_args_is_help=True)
+app.add_typer(classify_app, name="classify",
+              help="Text classification: fine-tune an encoder, evaluate, label texts.")
+
+
+def _classify_warn(message: str) -> None:
+    from rich.markup import escape
+
+    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
+
+
+def _print_tables(tables: list) -> None:
+    console = Console()
+    if not console.is_terminal:  # rich would assume 80 columns and squeeze the table
+        console.width = 160
+    for table in tables:
+        console.print(table)
+
+
+@classify_app.command("train")
+def classify_train(
+    base: Annotated[str, typer.Option(
+        "--base", "-b", help="Encoder to fine-tune: a pinzi model folder, or a Hugging Face "
+                             "encoder by hub name or path (bert-base-chinese).")],
+    train_file: Annotated[Path, typer.Option("--train", help="Labelled TSV/CSV file (.gz too).")],
+    dev: Annotated[Path, typer.Option(help="Dev file: early stopping and the best model.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: model, logs, metrics.")],
+    test: Annotated[Path | None, typer.Option(help="Test file, evaluated once at the end.")
+                    ] = None,
+    label_column: Annotated[str, typer.Option(help="Column holding the label.")] = "label",
+    text_column: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
+    lora: Annotated[bool, typer.Option(
+        "--lora", help="Train LoRA adapters + the classifier instead of every weight.")] = False,
+    class_weights: Annotated[bool, typer.Option(
+        "--class-weights", help="Weight the loss by inverse class frequency.")] = False,
+    oversample: Annotated[bool, typer.Option(
+        "--oversample", help="Repeat minority-class examples in every epoch.")] = False,
+    metric: Annotated[str | None, typer.Option(
+        help="Dev metric for early stopping and the best model: accuracy or macro_f1.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML or TOML file of settings.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override any setting: --set learning_rate=5e-5 (repeatable).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimiser steps \\[default: 1000].")
+                         ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed: the same seed repeats the run.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT's latest checkpoint.")] = False,
+) -> None:
+    """Fine-tune a classifier: [bold]pinzi classify train --base M --train F --dev F --out R[/].
+
+    Files are TSV (split on TAB, no quoting) or CSV with a header line; lines with an empty
+    text are skipped with a warning. The best model by the dev split is kept in OUT, then
+    evaluated on dev (and --test): tables here, OUT/metrics.json, OUT/confusion_*.png. See
+    docs/classify.md.
+    """
+    from rich.markup import escape
+
+    from pinzi.classify import ClassifyError, report_tables, train_classifier
+    from pinzi.model import ModelLoadError
+    from pinzi.train import TrainingError
+
+    settings = _settings(config, set_)
+    for key, value in (("max_steps", max_steps), ("seed", seed), ("metric", metric)):
+        if value is not None:
+            settings[key] = value
+    for key, flag in (("lora", lora), ("class_weights", class_weights),
+                      ("oversample", oversample)):
+        if flag:
+            settings[key] = True
+    try:
+        summary = train_classifier(base, train_file, dev, out, test_file=test,
+                                   label_column=label_column, text_column=text_column,
+                                   settings=settings, resume=resume, warn=_classify_warn)
+    except (ClassifyError, TrainingError, ModelLoadError) as error:
+        raise fail(escape(str(error))) from None
+    reports = [(split, summary[split]) for split in ("dev", "test") if split in summary]
+    _print_tables(report_tables(reports))
+    err.print_json(json.dumps({k: v for k, v in summary.items() if k not in ("dev", "test")}))
+
+
+@classify_app.command("eval")
+def classify_eval(
+    files: Annotated[list[Path], typer.Argument(help="Labelled TSV/CSV files (.gz too).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Classifier folder.")],
+    label_column: Annotated[str | None, typer.Option(
+        help="Column holding the label [default: the one used in training].")] = None,
+    text_column: Annotated[str | None, typer.Option(
+        help="Column holding the text [default: the one used in training].")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Folder for metrics.json and a confusion-matrix PNG per file.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")] = False,
+) -> None:
+    """Evaluate a classifier: accuracy, macro P/R/F1, per-class figures, AUC (two classes)."""
+    from rich.markup import escape
+
+    from pinzi.classify import (
+        ClassifyError,
+        TextClassifier,
+        plot_confusion,
+        read_labelled,
+        report_tables,
+    )
+
+    try:
+        classifier = TextClassifier.load(model)
+        label_column = label_column or classifier.info.get("label_column", "label")
+        text_column = text_column or classifier.info.get("text_column", "text")
+        results = []
+        for path in files:
+            data = read_labelled(path, label_column, text_column)
+            if data.skipped_message():
+                _classify_warn(data.skipped_message())
+            results.append(classifier.evaluate(data))
+    except ClassifyError as error:
+        raise fail(escape(str(error))) from None
+    names = [Path(r["file"]).name for r in results]
+    if len(set(names)) < len(names):  # test.tsv.gz of several datasets: add the folder
+        names = [f"{Path(r['file']).parent.name}/{Path(r['file']).name}" for r in results]
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, report in zip(names, results, strict=True):
+            stem = name.replace("/", "-").removesuffix(".gz").rsplit(".", 1)[0]
+            plot_confusion(report["confusion"], report["labels"], out / f"confusion-{stem}.png",
+                           f"{name}: confusion matrix")
+        (out / "metrics.json").write_text(json.dumps(results, ensure_ascii=False, indent=2)
+                                          + "\n", encoding="utf-8")
+    if as_json:
+        print(json.dumps(results, ensure_ascii=False, indent=2))
+        return
+    _print_tables(report_tables(list(zip(names, results, strict=True))))
+
+
+@classify_app.command("predict")
+def classify_predict(
+    texts: Annotated[list[str] | None, typer.Argument(
+        help="Texts to label. Omit them to label standard input, one text per line.")] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Classifier folder.")] = ...,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="One JSON object per line: text, label, prob, probs.")] = False,
+) -> None:
+    """Label texts: prints [bold]label<TAB>probability[/] per text, one line per input line.
+
+    Standard input is read in chunks of 256 lines and every input line gives exactly one
+    output line: an empty (or blank) line gives an empty line (null label and prob in JSON);
+    invalid UTF-8 bytes become U+FFFD with a warning.
+    """
+    import numpy as np
+    from rich.markup import escape
+
+    from pinzi.classify import ClassifyError, TextClassifier
+
+    try:
+        classifier = TextClassifier.load(model)
+    except ClassifyError as error:
+        raise fail(escape(str(error))) from None
+
+    def emit(chunk: list[str]) -> None:
+        probs = classifier.predict_proba(chunk)
+        for text, row in zip(chunk, probs, strict=True):
+            blank = bool(np.isnan(row).any())  # a blank text has a NaN row
+            best = 0 if blank else int(row.argmax())
+            if as_json:
+                line = json.dumps({"text": text,
+                                   "label": None if blank else classifier.labels[best],
+                                   "prob": None if blank else round(float(row[best]), 4),
+                                   "probs": None if blank else {
+                                       name: round(float(p), 4)
+                                       for name, p in zip(classifier.labels, row, strict=True)}},
+                                  ensure_ascii=False)
+            else:
+                line = "" if blank else f"{classifier.labels[best]}\t{row[best]:.4f}"
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    if texts:
+        emit([_CONTROL.sub("", t) for t in texts])
+        return
+    chunk: list[str] = []
+    for number, raw in enumerate(sys.stdin.buffer, 1):
+        line = raw.rstrip(b"\n").rstrip(b"\r")
+        try:
+            decoded = line.decode("utf-8")
+        except UnicodeDecodeError:
+            decoded = line.decode("utf-8", errors="replace")
+            _classify_warn(f"line {number}: invalid UTF-8 replaced by U+FFFD")
+        chunk.append(_CONTROL.sub("", decoded))
+        if len(chunk) == 256:
+            emit(chunk)
+            chunk = []
+    if chunk:
+        emit(chunk)
+# ---- end of classify ----------------------------------------------------------------------------
 
 
 def main() -> None:

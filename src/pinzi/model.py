@@ -52,7 +52,7 @@ class PinziConfig(PretrainedConfig):
         max_position_embeddings: int = 256,  # longest input; the converter windows longer ones
         dropout: float = 0.1,
         initializer_range: float = 0.02,
-        num_labels: int = 2,  # classification only
+        num_labels: int | None = None,  # classification only; None: from id2label, else 2
         label_names: list[str] | None = None,  # classification only, index -> name
         pad_token_id: int = 0,
         **kwargs,
@@ -73,7 +73,9 @@ class PinziConfig(PretrainedConfig):
         self.dropout = dropout
         self.initializer_range = initializer_range
         self.label_names = list(label_names) if label_names else None
-        super().__init__(pad_token_id=pad_token_id, num_labels=num_labels, **kwargs)
+        if num_labels is not None:  # an explicit count wins; otherwise a saved id2label
+            kwargs["num_labels"] = num_labels  # (3 labels) must not be reset to 2 on load
+        super().__init__(pad_token_id=pad_token_id, **kwargs)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> PinziConfig:
