@@ -187,6 +187,19 @@ def data_prepare(
                                if k in stats}, ensure_ascii=False))
 
 
+# Options shared by every training command (pretrain, finetune, classify train).
+ConfigFile = Annotated[Path | None, typer.Option(
+    "--config", help="YAML or TOML file of settings.")]
+Overrides = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override any setting: --set learning_rate=5e-4 (repeatable).")]
+MaxMinutes = Annotated[float | None, typer.Option(
+    "--max-minutes", help="Stop after this wall time; the best model so far is kept.")]
+Seed = Annotated[int | None, typer.Option(
+    "--seed", help="Seed: the same seed repeats the run.")]
+Resume = Annotated[bool, typer.Option(
+    "--resume", help="Continue from OUT's latest checkpoint.")]
+
+
 # ---- pretrain -----------------------------------------------------------------------------------
 def _settings(config: Path | None, overrides: list[str] | None) -> dict:
     from pinzi.train import read_config_file
@@ -213,13 +226,12 @@ def pretrain(
                                       help="Run folder (model, checkpoints, logs).")],
     preset: Annotated[str, typer.Option(help="Model size: tiny, small, base, large.")] = "small",
     arch: Annotated[str, typer.Option(help="transformer or lstm-attention.")] = "transformer",
-    config: Annotated[Path | None, typer.Option(help="YAML or TOML file of settings.")] = None,
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override any setting: --set learning_rate=5e-4 (repeatable).")] = None,
+    config: ConfigFile = None,
+    set_: Overrides = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimiser steps.")] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="Stop after this wall time.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed: the same seed repeats the run.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from OUT's latest checkpoint.")] = False,
+    max_minutes: MaxMinutes = None,
+    seed: Seed = None,
+    resume: Resume = False,
 ) -> None:
     """Pretrain a converter from scratch with the pinyin-denoising objective.
 
@@ -424,12 +436,11 @@ def finetune(
     lora_dropout: Annotated[float, typer.Option(help="Dropout on the LoRA input.")] = 0.05,
     targets: Annotated[str | None, typer.Option(
         help="Comma-separated module names to adapt (default: qkv,out,mlp.0,mlp.2).")] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML or TOML file of settings.")] = None,
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override any setting: --set learning_rate=1e-4 (repeatable).")] = None,
+    config: ConfigFile = None,
+    set_: Overrides = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimiser steps (default: 2000).")
                          ] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="Stop after this wall time.")] = None,
+    max_minutes: MaxMinutes = None,
     domain_test: Annotated[list[Path] | None, typer.Option(
         help="Domain test file, repeatable (default: the dataset's test split).")] = None,
     general_test: Annotated[list[Path] | None, typer.Option(
@@ -439,7 +450,7 @@ def finetune(
         min=0, help="Clauses per test set in the before/after report; 0: no report.")] = 500,
     eval_form: Annotated[str, typer.Option(
         help="Pinyin input form of the report: spaced, continuous or abbreviated.")] = "spaced",
-    resume: Annotated[bool, typer.Option(help="Continue from OUT's latest checkpoint.")] = False,
+    resume: Resume = False,
 ) -> None:
     """Adapt a converter to a domain: [bold]pinzi finetune --base M --data D --out R --lora[/].
 
@@ -526,13 +537,12 @@ def classify_train(
         "--oversample", help="Repeat minority-class examples in every epoch.")] = False,
     metric: Annotated[str | None, typer.Option(
         help="Dev metric for early stopping and the best model: accuracy or macro_f1.")] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML or TOML file of settings.")] = None,
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override any setting: --set learning_rate=5e-5 (repeatable).")] = None,
+    config: ConfigFile = None,
+    set_: Overrides = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimiser steps \\[default: 1000].")
                          ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed: the same seed repeats the run.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from OUT's latest checkpoint.")] = False,
+    seed: Seed = None,
+    resume: Resume = False,
 ) -> None:
     """Fine-tune a classifier: [bold]pinzi classify train --base M --train F --dev F --out R[/].
 
