@@ -271,8 +271,8 @@ def test_serve_command_answers_and_stops_on_sigterm(tiny_model):
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 120  # importing torch on a busy machine can be slow
+        while time.monotonic() < deadline and server.poll() is None:
             try:
                 if httpx.get(f"{url}/healthz").status_code == 200:
                     break
