@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,7 @@ from pinzi.evaluate import (
     peer_names,
     pinyin_input,
     read_clauses,
+    score,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=10, help="untimed conversions first")
     parser.add_argument("--clauses", type=int, default=1000, help="clauses for throughput")
     parser.add_argument("--workers", type=int, default=2, help="processes for throughput")
+    parser.add_argument("--backends", default="torch",
+                        help="pinzi backends to compare: torch, onnx, int8 (exported on the fly)")
     parser.add_argument("--form", default="spaced", choices=FORMS,
                         help="pinzi's input form (the peers always get spaced pinyin)")
     parser.add_argument("--peers", default="all",
@@ -110,16 +114,17 @@ def latency(convert: Callable[[str], object], inputs: dict[int, list[str]],
 
 
 def measure_model(args: argparse.Namespace, clauses: list[Clause],
-                  by_length: dict[int, list[Clause]]) -> dict:
+                  by_length: dict[int, list[Clause]], folder: str | None, backend: str) -> dict:
+    """One pinzi backend; ``folder`` holds the model (an exported one for onnx)."""
     import torch
 
-    from pinzi.converter import Converter
+    from pinzi.export import load_converter
     from pinzi.model import ModelLoadError
 
     torch.set_num_threads(1)
     start = time.perf_counter()
     try:
-        converter = Converter.from_pretrained(args.model)
+        converter = load_converter(folder, backend=backend, threads=1)
     except (ModelLoadError, OSError) as error:
         raise SystemExit(f"error: {error} (pick one with --model, or run --no-model)") from None
     converter.convert(PeerEngine.WARMUP)
@@ -128,8 +133,9 @@ def measure_model(args: argparse.Namespace, clauses: list[Clause],
     warmup = [pinyin_input(c, args.form) for c in clauses[: args.warmup]]
     lat = latency(converter.convert, inputs, warmup)
     lines = [pinyin_input(c, args.form) for c in clauses]
-    _, seconds, worker_rss = convert_parallel(args.model, lines, args.workers)
+    outputs, seconds, worker_rss = convert_parallel(folder, lines, args.workers, backend=backend)
     return {"load_s": load_s, "latency_ms": lat, "form": args.form,
+            "char_acc": score([c.hanzi for c in clauses], outputs)["char_acc"],
             "clauses_per_s": len(lines) / seconds if seconds > 0 else 0.0,
             # the workers load only the model; this process also holds the test text and pypinyin
             "peak_rss_mb": worker_rss,
@@ -150,24 +156,30 @@ def measure_peer(args: argparse.Namespace, name: str, clauses: list[Clause],
     try:
         with ThreadPoolExecutor(len(engines)) as pool:  # the engines run; the threads wait on pipes
             start = time.perf_counter()
-            list(pool.map(PeerEngine.convert_all, engines, shares))
+            parts = list(pool.map(PeerEngine.convert_all, engines, shares))
             seconds = time.perf_counter() - start
     finally:
         for engine in engines:
             engine.close()
+    outputs = [""] * len(lines)
+    for i, part in enumerate(parts):
+        outputs[i::args.workers] = part
     result["clauses_per_s"] = len(lines) / seconds if seconds > 0 else 0.0
+    result["char_acc"] = score([c.hanzi for c in clauses], outputs)["char_acc"]
     return result
 
 
 def table(systems: dict, lengths: list[int], workers: int) -> str:
     header = ["system", "load s", "peak RSS MiB",
-              *(f"{n} syl p50 / p99 ms" for n in lengths), f"clauses/s ({workers} proc)"]
+              *(f"{n} syl p50 / p99 ms" for n in lengths), f"clauses/s ({workers} proc)",
+              "char acc"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for name, r in systems.items():
         rss = f"{r['peak_rss_mb']:.0f}" if r["peak_rss_mb"] is not None else "?"
         cells = [name, f"{r['load_s']:.2f}", rss,
                  *(f"{r['latency_ms'][str(n)]['p50']:.2f} / {r['latency_ms'][str(n)]['p99']:.2f}"
-                   for n in lengths), f"{r['clauses_per_s']:.0f}"]
+                   for n in lengths), f"{r['clauses_per_s']:.0f}",
+                 f"{100 * r['char_acc']:.2f}" if "char_acc" in r else "–"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -179,7 +191,16 @@ def main(argv: list[str] | None = None) -> dict:
     by_length = {n: fixed_length(clauses, n, args.repeats) for n in args.lengths}
     systems = {}
     if not args.no_model:
-        systems[MODEL] = measure_model(args, clauses, by_length)
+        with tempfile.TemporaryDirectory() as exported:
+            for backend in args.backends.split(","):
+                folder = args.model
+                if backend in ("onnx", "int8"):  # export the same model for onnxruntime
+                    from pinzi.export import export_onnx
+
+                    folder = str(Path(exported) / backend)
+                    export_onnx(args.model, folder, quantize="int8" if backend == "int8" else None)
+                systems[f"{MODEL} ({backend})"] = measure_model(
+                    args, clauses, by_length, folder, "torch" if backend == "torch" else "onnx")
     for name in args.peers:
         systems[name] = measure_peer(args, name, clauses, by_length)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}

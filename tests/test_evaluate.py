@@ -288,13 +288,17 @@ def test_speed_bench(tiny_model, data_root, fake_peers, tmp_path):
     report = speed.main(["--model", str(tiny_model), "--lengths", "4,8", "--repeats", "3",
                          "--warmup", "1", "--clauses", "8", "--workers", "1",
                          "--data", str(data_root / "sighan2005" / "pku_test.txt.gz"),
-                         "--peers", "echo", "--peers-dir", str(fake_peers), "--out", str(out)])
-    assert list(report["systems"]) == ["pinzi", "echo"]
+                         "--peers", "echo", "--peers-dir", str(fake_peers), "--out", str(out),
+                         "--backends", "torch,onnx"])
+    assert list(report["systems"]) == ["pinzi (torch)", "pinzi (onnx)", "echo"]
     for system in report["systems"].values():
         assert set(system["latency_ms"]) == {"4", "8"}
         assert 0 < system["latency_ms"]["4"]["p50"] <= system["latency_ms"]["4"]["p99"]
         assert system["clauses_per_s"] > 0 and system["load_s"] > 0
-    assert report["systems"]["pinzi"]["peak_rss_mb"] > 50  # a process with torch and a model
+        assert 0 <= system["char_acc"] <= 1
+    torch_run, onnx_run = report["systems"]["pinzi (torch)"], report["systems"]["pinzi (onnx)"]
+    assert torch_run["char_acc"] == onnx_run["char_acc"]  # the same conversions
+    assert torch_run["peak_rss_mb"] > 50  # a process with torch and a model
     assert json.loads(out.read_text(encoding="utf-8"))["clauses"] == 8
 
 

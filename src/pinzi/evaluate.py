@@ -361,15 +361,15 @@ def peer_names(value: str, peers_dir: str | Path) -> list[str]:
 _worker: Candidates | None = None  # the converter of a convert_parallel worker process
 
 
-def _start_worker(model: str | None, barrier, timeout: float) -> None:
-    """Load the model with one torch thread, then wait until every worker has loaded it."""
+def _start_worker(model: str | None, backend: str, barrier, timeout: float) -> None:
+    """Load the model with one thread, then wait until every worker has loaded it."""
     global _worker
     import torch
 
-    from pinzi.converter import Converter
+    from pinzi.export import load_converter
 
     torch.set_num_threads(1)
-    _worker = Converter.from_pretrained(model)
+    _worker = load_converter(model, backend=backend, threads=1)
     _worker.candidates(PeerEngine.WARMUP, k=1)
     barrier.wait(timeout)  # so the clock starts with all workers ready
 
@@ -385,8 +385,9 @@ def _convert_chunk(lines: Sequence[str]) -> tuple[float, float, list[str], float
 
 
 def convert_parallel(model: str | Path | None, lines: Sequence[str], workers: int = 2, *,
-                     chunk: int = 16, timeout: float = 600.0) -> tuple[list[str], float, float]:
-    """Convert ``lines`` in ``workers`` processes of one torch thread each.
+                     backend: str = "torch", chunk: int = 16,
+                     timeout: float = 600.0) -> tuple[list[str], float, float]:
+    """Convert ``lines`` in ``workers`` processes of one thread each, on ``backend``.
 
     Returns ``(outputs, seconds, peak_rss_mb)``: the seconds from the first worker starting
     its first chunk to the last finishing (model loading excluded) and the largest worker's
@@ -400,8 +401,8 @@ def convert_parallel(model: str | Path | None, lines: Sequence[str], workers: in
     workers = max(1, min(workers, len(chunks)))  # every worker must get work to pass the barrier
     barrier = context.Barrier(workers)
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                             initargs=(None if model is None else str(model), barrier,
-                                       timeout)) as pool:
+                             initargs=(None if model is None else str(model), backend,
+                                       barrier, timeout)) as pool:
         parts = list(pool.map(_convert_chunk, chunks))
     if not parts:
         return [], 0.0, 0.0
