@@ -33,7 +33,7 @@ from pinzi.tokenizer import PAD_ID, PinziTokenizer
 MAX_INPUT_CHARS = 4096  # longer lines are refused: no IME buffer is that long
 WINDOW = 64  # pinyin pieces per model call; longer inputs are converted window by window
 READING_PENALTY = 1.0  # log-score cost per rank of a less likely reading of the input
-LM_WEIGHT = 0.3  # weight of the character n-gram model, when the model folder has one
+LM_WEIGHT = 1.5  # weight of the n-gram model (tuned on validation text; see docs/model_card.md)
 
 
 class InputTooLong(ValueError):

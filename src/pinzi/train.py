@@ -305,7 +305,7 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | Path, *
         bar_task = bar.add_task("training", total=cfg.max_steps, completed=state.step,
                                 loss=math.nan, speed=0.0)
         while state.step < cfg.max_steps:
-            loss_sum = 0.0
+            loss_sum, step_tokens = 0.0, 0
             for _ in range(cfg.grad_accum):
                 epoch, index, description = next(stream)
                 batch = {k: v.to(accelerator.device)
@@ -318,14 +318,15 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | Path, *
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                 loss_sum += loss.item()
-                window_tokens += int(batch["attention_mask"].sum()) * accelerator.num_processes
+                step_tokens += int(batch["attention_mask"].sum()) * accelerator.num_processes
                 # Round up to whole rounds of the world so every process resumes in step.
                 world = accelerator.num_processes
                 state.batch_index = (index // world + 1) * world
             scheduler.step()
             state.step += 1
             loss_value = loss_sum / cfg.grad_accum
-            state.tokens += window_tokens
+            state.tokens += step_tokens
+            window_tokens += step_tokens
             if on_step is not None:
                 on_step(state.step, loss_value)
             if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
