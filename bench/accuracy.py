@@ -30,6 +30,7 @@ from pinzi.evaluate import (
     FORMS,
     PeerEngine,
     PeerError,
+    add_peer_options,
     evaluate_clauses,
     peer_names,
     pinyin_input,
@@ -67,10 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lm-weight", type=float, default=None,
                         help="weight of the n-gram model in decoding [default: the converter's]")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="abbreviation seed")
-    parser.add_argument("--peers", default="all",
-                        help="'all' (every default engine, if installed), 'none', or names")
-    parser.add_argument("--peers-dir", type=Path, default=Path("../shared/peers"),
-                        help="the peer harness (point it at a copy installed elsewhere)")
+    add_peer_options(parser)
     parser.add_argument("--out", type=Path, default=Path("work/bench/accuracy.md"),
                         help="markdown table; the JSON goes beside it")
     args = parser.parse_args(argv)

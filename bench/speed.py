@@ -39,6 +39,7 @@ from pinzi.evaluate import (
     Clause,
     PeerEngine,
     PeerError,
+    add_peer_options,
     convert_parallel,
     peer_names,
     pinyin_input,
@@ -65,10 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="pinzi backends to compare: torch, onnx, int8 (exported on the fly)")
     parser.add_argument("--form", default="spaced", choices=FORMS,
                         help="pinzi's input form (the peers always get spaced pinyin)")
-    parser.add_argument("--peers", default="all",
-                        help="'all' (every default engine, if installed), 'none', or names")
-    parser.add_argument("--peers-dir", type=Path, default=Path("../shared/peers"),
-                        help="the peer harness (point it at a copy installed elsewhere)")
+    add_peer_options(parser)
     parser.add_argument("--out", type=Path, default=Path("work/bench/speed.json"),
                         help="JSON results; the markdown table goes beside it")
     args = parser.parse_args(argv)

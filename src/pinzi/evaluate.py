@@ -341,6 +341,14 @@ class PeerEngine:
         return PeerError(f"{self.name} stopped answering (exit code {self.process.poll()})")
 
 
+def add_peer_options(parser) -> None:
+    """The --peers and --peers-dir options that every benchmark shares."""
+    parser.add_argument("--peers", default="all",
+                        help="'all' (every default engine, if installed), 'none', or names")
+    parser.add_argument("--peers-dir", type=Path, default=Path("../shared/peers"),
+                        help="the peer harness (point it at a copy installed elsewhere)")
+
+
 def peer_names(value: str, peers_dir: str | Path) -> list[str]:
     """Parse a --peers option: "all" (the default set, where the harness is installed), "none",
     or comma-separated engine names with optional flags ("libime,libime --extb")."""
