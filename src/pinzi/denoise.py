@@ -163,8 +163,8 @@ class PinyinDenoisingTask:
         noise, tables = self.noise, self.tables
         pos = np.arange(T)[None, :]
         hanzi = (syllables > 0) & (chars != UNK_ID) & (chars != PAD_ID)
-        if everything:
-            selected = hanzi
+        if everything:  # validation: every hanzi typed as its full syllable
+            selected, typed = hanzi, syllables
         else:
             mode = rng.random(B)[:, None]
             cut = (rng.random(B) * lengths).astype(np.int64)[:, None]
@@ -185,8 +185,6 @@ class PinyinDenoisingTask:
                         & (tables.n_fuzzy[syllables] > 0))
             choice = (rng.random((B, T)) * tables.n_fuzzy[syllables]).astype(np.int64)
             typed[as_fuzzy] = tables.fuzzy[syllables, choice][as_fuzzy]
-        if everything:
-            typed = syllables
         input_ids = np.where(selected, typed, chars)
         labels = np.where(selected, chars - self.tokenizer.char_offset, -100)
         input_t = torch.from_numpy(input_ids.astype(np.int64))
