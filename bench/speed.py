@@ -114,15 +114,12 @@ def latency(convert: Callable[[str], object], inputs: dict[int, list[str]],
 def measure_model(args: argparse.Namespace, clauses: list[Clause],
                   by_length: dict[int, list[Clause]], folder: str | None, backend: str) -> dict:
     """One pinzi backend; ``folder`` holds the model (an exported one for onnx)."""
-    import torch
+    from pinzi.converter import Converter
+    from pinzi.tokenizer import ModelLoadError
 
-    from pinzi.export import load_converter
-    from pinzi.model import ModelLoadError
-
-    torch.set_num_threads(1)
     start = time.perf_counter()
     try:
-        converter = load_converter(folder, backend=backend, threads=1)
+        converter = Converter.from_pretrained(folder, backend=backend, threads=1)
     except (ModelLoadError, OSError) as error:
         raise SystemExit(f"error: {error} (pick one with --model, or run --no-model)") from None
     converter.convert(PeerEngine.WARMUP)

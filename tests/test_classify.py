@@ -419,7 +419,7 @@ def test_cli_eval_prints_the_table_and_writes_the_confusion_png(trained, files, 
 class StubConverter:
     """Just enough of a Converter for create_app (the conversion routes are not used here)."""
 
-    model = None
+    scorer = type("Scorer", (), {"name": "stub"})()
 
     def candidates(self, pinyin, k=5, **options):
         return [("你好", 0.0)]

@@ -103,7 +103,7 @@ def test_ngram_model_keeps_conversions_right(tiny_model, tiny_corpus):
                                         plain.tokenizer)
     ngram = CharNgram.build(corpus.chars, corpus.offsets, plain.tokenizer.char_offset,
                               plain.tokenizer.n_chars, min_count=1)
-    tuned = Converter(plain.model, plain.tokenizer, ngram=ngram, lm_weight=0.5)
+    tuned = Converter(plain.scorer, plain.tokenizer, ngram=ngram, lm_weight=0.5)
     for typed, expected in [("woaibeijingtiananmen", "我爱北京天安门"),
                             ("ta zai yin hang gong zuo", "他在银行工作")]:
         assert tuned.convert(typed) == expected

@@ -22,18 +22,18 @@ def test_distributions_sum_to_one():
     everything = np.arange(5)
     for a in range(6):  # every history, the line start included
         for b in range(6):
-            total = np.exp(lm.score(np.array([[a, b]]), everything)).sum()
+            total = np.exp(lm.score(a, b, everything)).sum()
             assert total == pytest.approx(1.0, abs=1e-3), (a, b)
 
 
 def test_learns_what_follows_what():
     lm = build(min_count=1)
     # after "5 6" (chars 0 1) comes 7 twice and 8 once; after "8 6" (chars 3 1) comes 9
-    after_0_1 = lm.score(np.array([[0, 1]]), np.arange(5))[0]
+    after_0_1 = lm.score(0, 1, np.arange(5))
     assert after_0_1.argmax() == 2 and after_0_1[2] > after_0_1[3] > after_0_1[4]
-    after_3_1 = lm.score(np.array([[3, 1]]), np.arange(5))[0]
+    after_3_1 = lm.score(3, 1, np.arange(5))
     assert after_3_1.argmax() == 4
-    at_start = lm.score(np.array([[lm.bos, lm.bos]]), np.arange(5))[0]
+    at_start = lm.score(lm.bos, lm.bos, np.arange(5))
     assert at_start[0] > at_start[2]  # lines start with token 5, never with token 7
 
 
@@ -44,9 +44,13 @@ def test_pruning_keeps_frequent_ngrams_and_backs_off(tmp_path):
     assert len(lm.bigram_keys) < len(full.bigram_keys)
     lm.save(tmp_path)
     again = CharNgram.load(tmp_path)
-    history, query = np.array([[0, 1], [5, 5], [3, 1]]), np.arange(5)
-    np.testing.assert_array_equal(lm.score(history, query), again.score(history, query))
-    assert np.all(np.isfinite(lm.score(history, query)))
+    history, query = np.array([[0, 1], [5, 5], [3, 1]]), np.arange(5)[None, :]
+    scores = lm.score(history[:, :1], history[:, 1:], query)
+    assert scores.shape == (3, 5)
+    np.testing.assert_array_equal(scores, again.score(history[:, :1], history[:, 1:], query))
+    assert np.all(np.isfinite(scores))
+    # element by element, the same as the grid
+    assert lm.score(3, 1, 4) == scores[2, 4]
     assert CharNgram.load(tmp_path / "elsewhere") is None
     (tmp_path / "ngram.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="damaged"):

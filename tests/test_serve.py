@@ -7,6 +7,7 @@ graph converts exactly as PyTorch does; `pinzi serve` answers and stops cleanly 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,7 +24,8 @@ from pypinyin import lazy_pinyin
 from typer.testing import CliRunner
 
 from pinzi.cli import app as cli
-from pinzi.export import OnnxPinyinModel, export_onnx, load_converter
+from pinzi.converter import Converter
+from pinzi.export import export_onnx
 from pinzi.model import ModelLoadError, PinziConfig, PinziForPinyin
 from pinzi.serve import Limits, create_app
 from pinzi.tokenizer import PinziTokenizer
@@ -33,7 +35,7 @@ PINYIN = ["".join(lazy_pinyin(s)) for s in SENTENCES]
 
 @pytest.fixture(scope="module")
 def converter(tiny_model):
-    return load_converter(tiny_model, backend="torch")
+    return Converter.from_pretrained(tiny_model, backend="torch")
 
 
 @pytest.fixture(scope="module")
@@ -202,8 +204,8 @@ def onnx_models(tiny_model, tmp_path_factory):
 
 
 def test_onnx_converts_exactly_as_torch(converter, onnx_models):
-    onnx = load_converter(onnx_models[0])  # auto: the folder has a model.onnx
-    assert isinstance(onnx.model, OnnxPinyinModel)
+    onnx = Converter.from_pretrained(onnx_models[0])  # auto: the folder has a model.onnx
+    assert onnx.scorer.name == "onnx"
     for pinyin in [*PINYIN, "woaibj", "ni3hao3 shijie!", ""]:
         expected = converter.candidates(pinyin, k=3)
         got = onnx.candidates(pinyin, k=3)
@@ -214,13 +216,14 @@ def test_onnx_converts_exactly_as_torch(converter, onnx_models):
 def test_int8_runs_and_stays_close(onnx_models):
     float_size = (onnx_models[0] / "model.onnx").stat().st_size
     assert (onnx_models[1] / "model.onnx").stat().st_size < float_size / 2
-    int8 = load_converter(onnx_models[1])
+    int8 = Converter.from_pretrained(onnx_models[1])
     right = sum(int8.convert(p) == s for p, s in zip(PINYIN, SENTENCES, strict=True))
     assert right >= len(SENTENCES) - 2
 
 
 def test_onnx_backend_serves(onnx_models):
-    onnx_client = TestClient(create_app(load_converter(onnx_models[0], backend="onnx")))
+    onnx = Converter.from_pretrained(onnx_models[0], backend="onnx")
+    onnx_client = TestClient(create_app(onnx))
     assert onnx_client.get("/healthz").json()["backend"] == "onnx"
     answer = onnx_client.post("/v1/candidates", json={"pinyin": "nihao"})
     assert answer.json()["candidates"][0]["hanzi"] == "你好"
@@ -234,14 +237,22 @@ def test_lstm_encoder_exports_too(tmp_path):
     tokenizer.save(tmp_path / "lstm")
     summary = export_onnx(tmp_path / "lstm", tmp_path / "lstm")  # beside the weights
     assert summary["max_abs_diff_float"] < 1e-4
-    assert load_converter(tmp_path / "lstm").convert("woaibeijing")  # runs on any batch size
+    # the graph runs on any batch size
+    assert Converter.from_pretrained(tmp_path / "lstm").convert("woaibeijing")
 
 
-def test_backend_errors_are_clear(tiny_model):
+def test_backend_errors_are_clear(tiny_model, onnx_models, tmp_path):
     with pytest.raises(ModelLoadError, match="pinzi export"):
-        load_converter(tiny_model, backend="onnx")
+        Converter.from_pretrained(tiny_model, backend="onnx")
+    with pytest.raises(ValueError, match="adapter needs the torch backend"):
+        Converter.from_pretrained(onnx_models[0], backend="onnx", adapter=tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(onnx_models[0], broken)
+    (broken / "model.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ModelLoadError, match="cannot be loaded"):
+        Converter.from_pretrained(broken)
     with pytest.raises(ValueError, match="unknown backend"):
-        load_converter(tiny_model, backend="tensorrt")
+        Converter.from_pretrained(tiny_model, backend="tensorrt")
 
 
 # ---- the commands -------------------------------------------------------------------------------

@@ -28,13 +28,13 @@ def server(tiny_model):
     """`pinzi serve` in a thread on a free loopback port: the real uvicorn, the tiny model."""
     import uvicorn
 
-    from pinzi.export import load_converter
+    from pinzi.converter import Converter
     from pinzi.serve import create_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(load_converter(tiny_model, backend="torch"))
+    app = create_app(Converter.from_pretrained(tiny_model, backend="torch"))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

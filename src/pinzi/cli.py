@@ -99,16 +99,13 @@ def convert(
     that cannot be converted (over 4096 characters) gives an empty line and a message on
     standard error; invalid UTF-8 bytes become U+FFFD and pass through.
     """
-    from pinzi.converter import InputTooLong
+    from pinzi.converter import Converter, InputTooLong
     from pinzi.decode import UserDict
-    from pinzi.export import load_converter  # onnxruntime when the folder has a model.onnx
-    from pinzi.model import ModelLoadError
+    from pinzi.tokenizer import ModelLoadError
 
     pairs = _parse_fuzzy(fuzzy)
-    try:
-        # an adapter needs the PyTorch backend (from_pretrained(..., adapter=...))
-        converter = load_converter(model, backend="torch", adapter=adapter) if adapter \
-            else load_converter(model)
+    try:  # onnxruntime when the folder has a model.onnx and no adapter is given
+        converter = Converter.from_pretrained(model, adapter=adapter)
         if userdict is not None:
             converter.userdict = UserDict.load(userdict)
     except (ModelLoadError, OSError, ValueError) as error:
@@ -360,21 +357,19 @@ def serve(
     Open http://127.0.0.1:8000/ to type pinyin in a browser; the API is described at /docs.
     Stops gracefully on Ctrl-C or SIGTERM (requests in flight get 10 seconds to finish).
     """
-    import torch
     import uvicorn
 
-    from pinzi.export import load_converter
-    from pinzi.model import ModelLoadError
+    from pinzi.converter import Converter
     from pinzi.serve import create_app
+    from pinzi.tokenizer import ModelLoadError
 
     levels = ("debug", "info", "warning", "error")
     if log_level not in levels:
         raise fail(f"unknown --log-level {log_level!r}; choose from: {', '.join(levels)}")
-    # Process-wide, so also the converter's own tensor ops. Several threads per request, each
-    # spinning while it waits, slowed every request several times over under load.
-    torch.set_num_threads(threads)
+    # PyTorch's threads are process-wide. Several threads per request, each spinning while it
+    # waits, slowed every request several times over under load.
     try:
-        converter = load_converter(model, backend=backend, threads=threads)
+        converter = Converter.from_pretrained(model, backend=backend, threads=threads)
     except (ModelLoadError, OSError, ValueError) as error:
         raise fail(str(error)) from None
     classifier_ = None

@@ -21,11 +21,10 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from pinzi.backends import CandidateScorer, TorchScorer, choose_backend, load_onnx
 from pinzi.decode import Position, UserDict, beam_search
 from pinzi.lexicon import Lexicon
-from pinzi.model import PinziForPinyin, load_pretrained
 from pinzi.ngram import CharNgram
 from pinzi.pinyin import Piece, segmentations
 from pinzi.tokenizer import PAD_ID, PinziTokenizer
@@ -48,30 +47,52 @@ def shipped_model_path() -> Path:
 class Converter:
     """Converts pinyin to hanzi with a pinzi model; thread-safe for concurrent reads."""
 
-    def __init__(self, model: PinziForPinyin, tokenizer: PinziTokenizer,
+    def __init__(self, scorer: CandidateScorer, tokenizer: PinziTokenizer,
                  lexicon: Lexicon | None = None, *, beam: int = 8, readings: int = 4,
                  max_context: int = 32, userdict: UserDict | None = None,
                  ngram: CharNgram | None = None, lm_weight: float = LM_WEIGHT):
-        self.model = model.eval()
+        self.scorer = scorer
         self.tokenizer = tokenizer
         self.lexicon = lexicon or Lexicon.default()
         self.beam, self.readings, self.max_context = beam, readings, max_context
         self.userdict = userdict or UserDict()
         self.ngram, self.lm_weight = ngram, lm_weight
+        self._chars = np.array(tokenizer.chars, dtype=object)
         self._candidates = lru_cache(maxsize=65536)(self._piece_candidates)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path | None = None, *,
-                        adapter: str | Path | None = None, **options) -> Converter:
-        """Load a converter: the shipped model (default), a folder, or a Hugging Face repo id."""
-        path = str(name_or_path or shipped_model_path())
-        model, tokenizer = load_pretrained(PinziForPinyin, path)
-        if adapter is not None:
-            from pinzi.finetune import load_adapter
+                        adapter: str | Path | None = None, backend: str = "auto",
+                        threads: int | None = None, **options) -> Converter:
+        """Load a converter: the shipped model (default), a folder, or a Hugging Face repo id.
 
-            model = load_adapter(model, adapter)
-        options.setdefault("ngram", CharNgram.load(model.name_or_path or path))
-        return cls(model, tokenizer, **options)
+        ``backend``: ``onnx`` runs the folder's model.onnx with onnxruntime, ``torch`` the
+        safetensors weights with PyTorch, and ``auto`` (default) takes onnx when the folder
+        has a model.onnx, onnxruntime is installed and no ``adapter`` is given. ``threads``:
+        onnxruntime's per call (default 1), or PyTorch's process-wide count when given
+        (``torch.set_num_threads``). Other keyword arguments go to the constructor. Raises
+        :class:`~pinzi.tokenizer.ModelLoadError` with a reason.
+        """
+        path = str(name_or_path or shipped_model_path())
+        if choose_backend(Path(path), backend, adapter) == "onnx":
+            scorer, tokenizer = load_onnx(Path(path), threads or 1)
+        else:
+            import torch
+
+            from pinzi.model import PinziForPinyin, load_pretrained
+
+            if threads:
+                torch.set_num_threads(threads)
+
+            model, tokenizer = load_pretrained(PinziForPinyin, path)
+            if adapter is not None:
+                from pinzi.finetune import load_adapter
+
+                model = load_adapter(model, adapter)
+            path = model.name_or_path or path  # a hub id's download folder
+            scorer = TorchScorer(model)
+        options.setdefault("ngram", CharNgram.load(path))
+        return cls(scorer, tokenizer, **options)
 
     # ---- public API -----------------------------------------------------------------------------
     def convert(self, pinyin: str, context: str = "", **options) -> str:
@@ -110,7 +131,7 @@ class Converter:
 
     # ---- internals ---------------------------------------------------------------------------
     def _piece_candidates(self, piece: Piece) -> np.ndarray:
-        return self.tokenizer.piece_candidates(self.lexicon, piece)
+        return self.tokenizer.piece_candidates(self.lexicon, piece).astype(np.int64)
 
     def _encode(self, reading: list[Piece], context: str) -> tuple[list[int], list[int]]:
         """Token ids of context + reading, and the index of each pinyin piece's token."""
@@ -124,33 +145,43 @@ class Converter:
                 ids.append(self.tokenizer.piece_id(piece))
         return ids, slots
 
-    @torch.inference_mode()
     def _score(self, readings: list[list[Piece]], context: str) -> list[list[Position | str]]:
-        """Per reading, the decoding positions: Position for pinyin pieces, text for the rest."""
+        """Per reading, the decoding positions: Position for pinyin pieces, text for the rest.
+
+        One scorer call for everything: the readings are the rows of a padded batch, and the
+        candidates of all their pinyin pieces are one flat array with the piece each belongs to.
+        """
         encoded = [self._encode(r, context) for r in readings]
         T = max(1, max(len(ids) for ids, _ in encoded))
-        input_ids = torch.full((len(encoded), T), PAD_ID, dtype=torch.long)
-        attention = torch.zeros((len(encoded), T), dtype=torch.long)
-        for row, (ids, _) in enumerate(encoded):
-            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        input_ids = np.full((len(encoded), T), PAD_ID, dtype=np.int64)
+        attention = np.zeros((len(encoded), T), dtype=np.int64)
+        slots = []
+        for row, (ids, row_slots) in enumerate(encoded):
+            input_ids[row, : len(ids)] = ids
             attention[row, : len(ids)] = 1
-        hidden = self.model.encode(input_ids, attention)
-        result = []
-        for row, (reading, (_, slots)) in enumerate(zip(readings, encoded, strict=True)):
-            logits = self.model.char_logits(hidden[row, slots]).float()  # (pieces, C)
-            pinyin = iter(range(len(slots)))
-            result.append([piece.output if piece.kind == "other"
-                           else self._position(piece, logits[next(pinyin)]) for piece in reading])
-        return result
+            slots += [row * T + slot for slot in row_slots]
+        pieces = [piece for reading in readings for piece in reading if piece.kind != "other"]
+        candidates = [self._candidates(piece) for piece in pieces]
+        sizes = [len(c) for c in candidates]
+        logits = np.zeros(0, dtype=np.float32)
+        if sum(sizes):
+            logits = self.scorer(input_ids, attention, np.array(slots, dtype=np.int64),
+                                 np.concatenate(candidates),
+                                 np.repeat(np.arange(len(pieces), dtype=np.int64), sizes))
+        ends = np.cumsum(sizes)
+        positions = iter([self._position(piece, c, logits[end - len(c):end])
+                          for piece, c, end in zip(pieces, candidates, ends, strict=True)])
+        return [[piece.output if piece.kind == "other" else next(positions) for piece in reading]
+                for reading in readings]
 
-    def _position(self, piece: Piece, logits: torch.Tensor) -> Position | str:
-        candidates = self._candidates(piece)
+    def _position(self, piece: Piece, candidates: np.ndarray,
+                  logits: np.ndarray) -> Position | str:
         if len(candidates) == 0:  # nothing in the vocabulary reads this way: keep the letters
             return piece.text
-        scores = torch.log_softmax(logits[torch.from_numpy(candidates)], dim=-1).numpy()
+        shifted = logits - logits.max()
+        scores = shifted - np.log(np.exp(shifted).sum())  # log-softmax over the candidates
         order = np.argsort(-scores, kind="stable")
-        chars = self.tokenizer.chars
-        return Position([chars[candidates[i]] for i in order], candidates[order], scores[order])
+        return Position(self._chars[candidates[order]], candidates[order], scores[order])
 
     def _convert_long(self, reading: list[Piece], context: str, userdict: UserDict) -> str:
         output = ""

@@ -10,7 +10,7 @@ word earns its bonus when a hypothesis ends with it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,7 +93,7 @@ class Position:
     """One pinyin position: its candidates (characters and their indices in the tokenizer's
     char section) and their log-probabilities, best first."""
 
-    chars: list[str]
+    chars: Sequence[str]
     ids: np.ndarray
     scores: np.ndarray
 
@@ -110,47 +110,56 @@ def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 
     dictionary the scores factorise and the search is exact for the top ``k`` when
     ``beam >= k``. Hypotheses in the middle of a user word are kept beyond the beam (up to
     ``beam`` more) so that the word can complete.
+
+    Every hypothesis has taken one candidate per position, so two extensions never spell the
+    same text and the beam needs no merging: the scores of all extensions are one numpy array.
     """
     use_lm = lm is not None and lm_weight > 0
     bos = lm.bos if lm is not None else -1
-    start = (bos, bos)  # the two characters before: none yet
-    hypotheses: list[tuple[float, str, tuple[int, int]]] = [(0.0, "", start)]
     width = max(beam, k)
+    texts = [""]
+    scores = np.zeros(1)
+    history = np.full((1, 2), bos, dtype=np.int64)  # the two characters before: none yet
     for position in positions:
         if isinstance(position, str):  # pass-through text: the next char starts afresh
-            hypotheses = [(s, text + position, start) for s, text, _ in hypotheses]
+            texts = [text + position for text in texts]
+            history = np.full_like(history, bos)
             continue
         top = min(expand, len(position.chars))
-        index = {c: i for i, c in enumerate(position.chars)}
-        if use_lm:  # (H, top) in one call: the common case costs no Python per candidate
-            lm_top = lm_weight * lm.score(np.array([h for _, _, h in hypotheses]),
-                                          position.ids[:top])
-        extended: dict[str, tuple[float, tuple[int, int]]] = {}
-        for row, (score, text, history) in enumerate(hypotheses):
-            options = list(range(top))
-            gains = position.scores[:top].astype(np.float64)
+        grid = scores[:, None] + position.scores[None, :top]  # every hypothesis x top candidate
+        if use_lm:
+            grid += lm_weight * lm.score(history[:, :1], history[:, 1:], position.ids[None, :top])
+        rows = np.repeat(np.arange(len(texts)), top)
+        picks = np.tile(np.arange(top), len(texts))
+        totals = grid.ravel()
+        if userdict:  # plus the candidates beyond `top` that continue a user word
+            extra_rows, extra_picks = _user_word_candidates(position, texts, top, userdict)
+            extra = scores[extra_rows] + position.scores[extra_picks]
             if use_lm:
-                gains = gains + lm_top[row]
-            if userdict:
-                extra = [index[c] for c in userdict.continuations(text)
-                         if c in index and index[c] >= top]
-                if extra:
-                    extra_gains = position.scores[extra].astype(np.float64)
-                    if use_lm:
-                        extra_gains += lm_weight * lm.score(np.array([history]),
-                                                            position.ids[extra])[0]
-                    options += extra
-                    gains = np.concatenate([gains, extra_gains])
-            for i, gain in zip(options, gains, strict=True):
-                new_text = text + position.chars[i]
-                new_score = score + float(gain)
-                if userdict:
-                    new_score += userdict.bonus(new_text)
-                if new_score > extended.get(new_text, (-math.inf,))[0]:
-                    extended[new_text] = (new_score, (history[1], int(position.ids[i])))
-        ranked = sorted(extended.items(), key=lambda item: (-item[1][0], item[0]))
-        kept = ranked[:width]
+                extra += lm_weight * lm.score(history[extra_rows, 0], history[extra_rows, 1],
+                                              position.ids[extra_picks])
+            rows = np.concatenate([rows, extra_rows])
+            picks = np.concatenate([picks, extra_picks])
+            totals = np.concatenate([totals, extra])
+            totals += [userdict.bonus(texts[r] + position.chars[p])
+                       for r, p in zip(rows, picks, strict=True)]
+        order = np.argsort(-totals, kind="stable")
+        kept = order[:width]
         if userdict:  # a user word still being spelled survives the beam until it completes
-            kept += [item for item in ranked[width:] if userdict.in_progress(item[0])][:width]
-        hypotheses = [(score, text, history) for text, (score, history) in kept]
-    return [(text, score) for score, text, _ in hypotheses[:k]]
+            spelling = [j for j in order[width:]
+                        if userdict.in_progress(texts[rows[j]] + position.chars[picks[j]])]
+            kept = np.concatenate([kept, np.array(spelling[:width], dtype=np.int64)])
+        texts = [texts[rows[j]] + position.chars[picks[j]] for j in kept]
+        scores = totals[kept]
+        history = np.stack([history[rows[kept], 1], position.ids[picks[kept]]], axis=1)
+    return [(text, float(score)) for text, score in zip(texts[:k], scores[:k], strict=False)]
+
+
+def _user_word_candidates(position: Position, texts: list[str], top: int,
+                          userdict: UserDict) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, picks) of the candidates beyond ``top`` that continue a user word."""
+    index = {c: i for i, c in enumerate(position.chars)}
+    extra = [(row, index[c]) for row, text in enumerate(texts)
+             for c in sorted(userdict.continuations(text)) if c in index and index[c] >= top]
+    found = np.array(extra, dtype=np.int64).reshape(-1, 2)
+    return found[:, 0], found[:, 1]

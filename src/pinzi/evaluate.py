@@ -372,12 +372,9 @@ _worker: Candidates | None = None  # the converter of a convert_parallel worker 
 def _start_worker(model: str | None, backend: str, barrier, timeout: float) -> None:
     """Load the model with one thread, then wait until every worker has loaded it."""
     global _worker
-    import torch
+    from pinzi.converter import Converter
 
-    from pinzi.export import load_converter
-
-    torch.set_num_threads(1)
-    _worker = load_converter(model, backend=backend, threads=1)
+    _worker = Converter.from_pretrained(model, backend=backend, threads=1)
     _worker.candidates(PeerEngine.WARMUP, k=1)
     barrier.wait(timeout)  # so the clock starts with all workers ready
 
@@ -393,7 +390,7 @@ def _convert_chunk(lines: Sequence[str]) -> tuple[float, float, list[str], float
 
 
 def convert_parallel(model: str | Path | None, lines: Sequence[str], workers: int = 2, *,
-                     backend: str = "torch", chunk: int = 16,
+                     backend: str = "auto", chunk: int = 16,
                      timeout: float = 600.0) -> tuple[list[str], float, float]:
     """Convert ``lines`` in ``workers`` processes of one thread each, on ``backend``.
 

@@ -1,26 +1,20 @@
-"""ONNX export of a pinzi converter, and the onnxruntime backend that runs it.
+"""ONNX export of a pinzi converter for the onnxruntime backend (:mod:`pinzi.backends`).
 
     pinzi export --format onnx --model runs/small --out runs/small   # beside the weights
     pinzi export --format onnx --model runs/small --out runs/small-int8 --quantize int8
 
-The exported graph is the encoder and the conversion head in one: ``input_ids`` and
-``attention_mask`` (B, T) int64 -> ``logits`` (B, T, C) float32, with dynamic batch and length
-axes. config.json and vocab.json are copied beside it, so the output folder loads on its own.
-``--quantize int8`` writes an onnxruntime dynamic-quantised graph (int8 weights) as model.onnx.
-
-:func:`load_converter` is how the CLI and the server load a model: it runs the folder's
-model.onnx with onnxruntime when there is one and onnxruntime is installed
-(``pip install "pinzi[onnx]"``), and PyTorch otherwise. The onnxruntime backend is for CPU
-serving; on a GPU, PyTorch is the faster choice (``--backend torch``).
-
->>> converter = load_converter("runs/small-int8")        # doctest: +SKIP
->>> converter.convert("nihao")                           # doctest: +SKIP
-'你好'
+The exported graph is :meth:`~pinzi.model.PinziForPinyin.score_candidates`: the encoder and
+the conversion head, scoring only the candidates that decoding asks for. Inputs
+``input_ids``/``attention_mask`` (B, T), ``slots`` (N,), ``candidates``/``owner`` (M,), all
+int64 with dynamic sizes; output ``scores`` (M,) float32. config.json, vocab.json and
+ngram.npz are copied beside it, so the output folder loads on its own; a folder with a
+model.onnx loads on onnxruntime by default (``Converter.from_pretrained``, ``pinzi convert``,
+``pinzi serve``). ``--quantize int8`` writes an onnxruntime dynamic-quantised graph (int8
+weights, the embedding table included) as model.onnx.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import tempfile
 import warnings
@@ -30,32 +24,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from pinzi.converter import Converter, shipped_model_path
+from pinzi.backends import INPUTS, ONNX_FILE, OnnxScorer, onnxruntime_available
+from pinzi.converter import shipped_model_path
 from pinzi.model import ModelLoadError, PinziForPinyin, load_pretrained
-from pinzi.ngram import NGRAM_FILE, CharNgram
-from pinzi.tokenizer import VOCAB_FILE, PinziTokenizer
+from pinzi.ngram import NGRAM_FILE
+from pinzi.tokenizer import VOCAB_FILE
 
-ONNX_FILE = "model.onnx"
-BACKENDS = ("auto", "torch", "onnx")
 QUANTIZE = ("int8",)
 OPSET = 17  # the first opset with a LayerNorm op; onnxruntime >= 1.14 runs it
 MAX_EXPORT_DIFF = 1e-3  # largest |onnx - torch| logit accepted when the export checks itself
 
 
-def onnxruntime_available() -> bool:
-    return importlib.util.find_spec("onnxruntime") is not None
-
-
 # ---- export -------------------------------------------------------------------------------------
-class _PinyinLogits(nn.Module):
-    """The graph to export: (input_ids, attention_mask) -> char logits at every position."""
+class _CandidateScores(nn.Module):
+    """The graph to export: the model's ``score_candidates``."""
 
     def __init__(self, model: PinziForPinyin):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model.char_logits(self.model.encode(input_ids, attention_mask))  # (B, T, C)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.model.score_candidates(*inputs)
 
 
 def export_onnx(model: str | Path | None, out: str | Path, *, quantize: str | None = None) -> dict:
@@ -82,13 +71,13 @@ def export_onnx(model: str | Path | None, out: str | Path, *, quantize: str | No
     if not source.is_dir():
         raise ModelLoadError(f"no model folder {str(source)!r}: export needs a local folder")
     net, _ = load_pretrained(PinziForPinyin, str(source))
-    graph = _PinyinLogits(net).eval()
+    graph = _CandidateScores(net).eval()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
     # Traced on one row, as torch advises for LSTMs; _max_diff then runs a padded batch of
     # three rows and another length, which checks the dynamic axes.
-    example = (torch.full((1, 8), 5, dtype=torch.long), torch.ones((1, 8), dtype=torch.long))
+    example = _example(net.config, rows=1, length=8)
     with tempfile.TemporaryDirectory() as tmp:
         float_path = Path(tmp, ONNX_FILE)
         with warnings.catch_warnings():
@@ -101,9 +90,11 @@ def export_onnx(model: str | Path | None, out: str | Path, *, quantize: str | No
             warnings.filterwarnings("ignore", "Exporting a model to ONNX with a batch_size")
             torch.onnx.export(
                 graph, example, str(float_path), dynamo=False, opset_version=OPSET,
-                input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                dynamic_axes={name: {0: "batch", 1: "tokens"}
-                              for name in ("input_ids", "attention_mask", "logits")},
+                input_names=list(INPUTS), output_names=["scores"],
+                dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
+                              "attention_mask": {0: "batch", 1: "tokens"},
+                              "slots": {0: "positions"}, "candidates": {0: "candidates"},
+                              "owner": {0: "candidates"}, "scores": {0: "candidates"}},
             )
         diff = _max_diff(graph, float_path)
         if diff > MAX_EXPORT_DIFF:
@@ -116,7 +107,10 @@ def export_onnx(model: str | Path | None, out: str | Path, *, quantize: str | No
             # then finds every MatMul's weight, and it stops warning that it should have.
             prepared = Path(tmp, "prepared.onnx")
             quant_pre_process(float_path, prepared)
-            quantize_dynamic(prepared, out / ONNX_FILE, weight_type=QuantType.QInt8)
+            # Gather too: the embedding table is half the weights, and int8 keeps the shipped
+            # graph small (a test checks that the conversions stay the same).
+            quantize_dynamic(prepared, out / ONNX_FILE, weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul", "Gather"])
         else:
             shutil.copyfile(float_path, out / ONNX_FILE)
     for name in ("config.json", VOCAB_FILE, NGRAM_FILE):
@@ -126,77 +120,22 @@ def export_onnx(model: str | Path | None, out: str | Path, *, quantize: str | No
             "quantize": quantize, "max_abs_diff_float": diff}
 
 
-@torch.inference_mode()
-def _max_diff(graph: _PinyinLogits, path: Path) -> float:
-    """Largest |onnx - torch| logit on a padded batch of another shape than the traced one."""
-    vocab = graph.model.config.vocab_size
-    input_ids = torch.randint(5, vocab, (3, 13), generator=torch.Generator().manual_seed(0))
+def _example(config, rows: int, length: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Inputs of ``score_candidates``: random tokens, the last row padded, a few candidates."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(5, config.vocab_size, (rows, length), generator=generator)
     attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, 7:] = 0
-    expected = graph(input_ids, attention_mask).numpy()
-    got = OnnxPinyinModel(path).encode(input_ids, attention_mask).numpy()
+    attention_mask[-1, length // 2:] = 0
+    slots = torch.arange(0, rows * length, 3)
+    candidates = torch.randint(0, config.n_chars, (4 * len(slots),), generator=generator)
+    owner = torch.arange(len(slots)).repeat_interleave(4)
+    return input_ids, attention_mask, slots, candidates, owner
+
+
+@torch.inference_mode()
+def _max_diff(graph: _CandidateScores, path: Path) -> float:
+    """Largest |onnx - torch| logit on a padded batch of another shape than the traced one."""
+    inputs = _example(graph.model.config, rows=3, length=13, seed=1)
+    expected = graph(*inputs).numpy()
+    got = OnnxScorer(path)(*(t.numpy() for t in inputs))
     return float(np.abs(got - expected).max())
-
-
-# ---- the onnxruntime backend --------------------------------------------------------------------
-class OnnxPinyinModel:
-    """The inference surface of :class:`~pinzi.model.PinziForPinyin` over an onnxruntime session.
-
-    The Converter calls ``encode`` on a batch, then ``char_logits`` on the positions it scores.
-    The exported graph already ends in the conversion head, so here ``encode`` returns the
-    (B, T, C) char logits and ``char_logits`` passes them through: the Converter runs unchanged.
-    """
-
-    def __init__(self, path: str | Path, *, threads: int | None = None):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.n_chars = self.session.get_outputs()[0].shape[-1]
-
-    def eval(self) -> OnnxPinyinModel:  # the Converter puts its model in eval mode
-        return self
-
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        (logits,) = self.session.run(["logits"], {"input_ids": input_ids.numpy(),
-                                                  "attention_mask": attention_mask.numpy()})
-        return torch.from_numpy(logits)  # (B, T, C)
-
-    def char_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits
-
-
-def load_converter(name_or_path: str | Path | None = None, *, backend: str = "auto",
-                   threads: int | None = None, **options) -> Converter:
-    """A :class:`Converter` on the chosen backend: ``torch``, ``onnx``, or ``auto``.
-
-    ``auto`` picks onnx when the folder holds a model.onnx and onnxruntime is installed.
-    ``threads`` sets onnxruntime's threads per call (PyTorch's are process-wide: see
-    ``torch.set_num_threads``). Other keyword arguments go to the Converter. Raises
-    :class:`ModelLoadError` with a reason.
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    folder = Path(name_or_path) if name_or_path else shipped_model_path()
-    onnx_file = folder / ONNX_FILE
-    if backend == "auto":
-        backend = "onnx" if onnx_file.is_file() and onnxruntime_available() else "torch"
-    if backend == "torch":
-        return Converter.from_pretrained(name_or_path, **options)
-    if not onnx_file.is_file():
-        raise ModelLoadError(f"{folder} holds no {ONNX_FILE}; make one with "
-                             f"`pinzi export --format onnx --model {folder} --out {folder}`")
-    if not onnxruntime_available():
-        raise ModelLoadError('the onnx backend needs onnxruntime: pip install "pinzi[onnx]"')
-    tokenizer = PinziTokenizer.load(folder)
-    try:
-        model = OnnxPinyinModel(onnx_file, threads=threads)
-    except Exception as err:  # onnxruntime raises its own types for truncated or foreign files
-        raise ModelLoadError(f"{onnx_file} cannot be loaded: {err}") from err
-    if model.n_chars != tokenizer.n_chars:
-        raise ModelLoadError(f"{folder}: vocab.json has {tokenizer.n_chars} characters but "
-                             f"{ONNX_FILE} scores {model.n_chars}")
-    options.setdefault("ngram", CharNgram.load(folder))
-    return Converter(model, tokenizer, **options)  # type: ignore[arg-type]  # duck-typed model

@@ -19,6 +19,8 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
 from transformers.utils import logging as hf_logging
 
+from pinzi.tokenizer import ModelLoadError
+
 # Loading and saving a few-MB model needs no progress bars of its own (they would also
 # break the training progress bar and the one-line-per-line output of `pinzi convert`).
 hf_logging.disable_progress_bar()
@@ -223,6 +225,19 @@ class PinziForPinyin(PinziPreTrainedModel):
         chars = self.encoder.embed.weight[start : start + self.config.n_chars]
         return hidden @ chars.T + self.char_bias
 
+    def score_candidates(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         slots: torch.Tensor, candidates: torch.Tensor,
+                         owner: torch.Tensor) -> torch.Tensor:
+        """Logits of just the candidates that decoding needs: the inference graph.
+
+        ``slots`` (N,) are flat indices ``row * T + t`` of the pinyin positions, ``candidates``
+        (M,) char indices, and ``owner`` (M,) the slot each candidate belongs to. Scoring a
+        position's ~100 candidates instead of all C characters is what makes a keystroke cheap.
+        """
+        hidden = self.encode(input_ids, attention_mask).flatten(0, 1)[slots]  # (N, D)
+        rows = self.encoder.embed.weight[self.config.char_offset + candidates]  # (M, D)
+        return (hidden[owner] * rows).sum(-1) + self.char_bias[candidates]  # (M,)
+
     def forward(
         self,
         input_ids: torch.Tensor,  # (B, T)
@@ -278,10 +293,6 @@ class PinziForClassification(PinziPreTrainedModel):
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-class ModelLoadError(ValueError):
-    """A model folder or hub id that cannot be loaded: missing, corrupt or mismatched."""
 
 
 def load_pretrained(cls: type[PinziPreTrainedModel], name_or_path: str, **overrides):

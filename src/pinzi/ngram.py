@@ -92,14 +92,17 @@ class CharNgram:
                    keys[keep3], np.log(p3[keep3]).astype(np.float16), kept_contexts,
                    np.log(weight2[np.searchsorted(contexts, kept_contexts)]).astype(np.float16))
 
-    def score(self, history: np.ndarray, current: np.ndarray) -> np.ndarray:
-        """(H, 2) previous two char indices (``bos`` allowed) x (K,) candidates -> (H, K)."""
-        a, b = history[:, :1].astype(np.int64), history[:, 1:].astype(np.int64)
-        c = current[None, :].astype(np.int64)
+    def score(self, before2: np.ndarray, before1: np.ndarray, current: np.ndarray) -> np.ndarray:
+        """log P(current | before2 before1), element by element; the arrays broadcast together.
+
+        ``before2``/``before1`` may be ``bos``. Decoding scores a beam's (H, 1) histories
+        against a position's (1, K) candidates in one call.
+        """
+        a, b, c = (np.asarray(x, dtype=np.int64) for x in (before2, before1, current))
         bigram = _lookup(self.bigram_keys, self.bigram_logprobs, b * self.base + c,
                          self.bigram_backoff[b] + self.unigram[c])
         context = _lookup(self.context_keys, self.context_backoff, a * self.base + b,
-                          np.zeros_like(b, dtype=np.float32))
+                          np.zeros(b.shape, dtype=np.float32))
         return _lookup(self.trigram_keys, self.trigram_logprobs,
                        (a * self.base + b) * self.base + c, context + bigram)
 

@@ -171,6 +171,7 @@ def to_chinese_punct(ch: str) -> str:
 # Token kinds, tried in this order. URLs and e-mail addresses are taken whole, before their
 # letters could be read as pinyin; they may only start a word, which also keeps the scan
 # linear. "u:" after l/n is the ü of lü/nü.
+_SEPARATED = re.compile(r"[\s'’]")
 _TOKEN = re.compile(
     r"""
     (?P<url>(?<![A-Za-z0-9._%+-])(?:
@@ -345,6 +346,8 @@ def segmentations(
     fuzzy = frozenset(fuzzy)
     tokens = _tokens(text)
     keep = max(limit, 1)
+    # With separators typed, a token that is one syllable or initial was delimited on purpose.
+    spaced = _SEPARATED.search(text.strip()) is not None
     # Partial readings as (cost, chain); a chain is (previous chain, pieces of one token), so
     # extending one costs O(1) however long the input is.
     readings: list[tuple[int, tuple | None]] = [(0, None)]
@@ -353,11 +356,12 @@ def segmentations(
         if kind == "letters":
             low = tok.lower()
             last = index == len(tokens) - 1
-            options = [
+            whole = spaced and (low in _SPELLINGS or low in _INITIAL_SET)
+            options = [  # a whole piece is also the cheapest reading: keep just that one
                 (cost, tuple(_pinyin_piece(low[a:b], k, fuzzy) for a, b, k in spans))
                 if spans
                 else (cost, (Piece(tok, "other"),))
-                for cost, spans in _read_run(low, last, keep)
+                for cost, spans in _read_run(low, last, 1 if whole else keep)
             ]
         else:
             punct = ""

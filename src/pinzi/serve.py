@@ -42,7 +42,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pinzi import __version__
 from pinzi.converter import Converter, InputTooLong
-from pinzi.export import OnnxPinyinModel
 from pinzi.pinyin import FUZZY_PAIRS
 
 STATIC = resources.files("pinzi") / "static"
@@ -227,7 +226,7 @@ def create_app(converter: Converter, *, classifier: Classifier | None = None,
     {'lines': ['你好']}
     """
     CandidatesRequest, ConvertRequest, ClassifyRequest = request_models(limits)
-    backend = "onnx" if isinstance(converter.model, OnnxPinyinModel) else "torch"
+    backend = converter.scorer.name
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

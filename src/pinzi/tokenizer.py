@@ -27,6 +27,14 @@ PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIALS))
 VOCAB_FILE = "vocab.json"
 
 
+class ModelLoadError(ValueError):
+    """A model folder or hub id that cannot be loaded: missing, corrupt or mismatched.
+
+    Defined here, beside the vocabulary that every model folder holds, so that loading on the
+    onnxruntime backend needs neither torch nor transformers.
+    """
+
+
 class PinziTokenizer:
     """Maps characters, syllables and initials to ids and back.
 
