@@ -6,9 +6,9 @@ For pinzi and every peer engine (when the harness in ``--peers-dir`` is installe
   pinzi, data loading (and Rime's deploy) for a peer, which answers through its pipe;
 * latency of one conversion of 4, 8, 16 and 32 syllables (p50 and p99 over ``--repeats``
   inputs cut from the test text, after ``--warmup`` conversions): pinzi in-process with one
-  torch thread, a peer as the round trip of one line through its pipe;
+  model thread, a peer as the round trip of one line through its pipe;
 * throughput (clauses/s) over ``--clauses`` clauses with ``--workers`` processes (default 2,
-  one per core): pinzi in worker processes of one torch thread each, a peer as that many engine
+  one per core): pinzi in worker processes of one model thread each, a peer as that many engine
   processes each fed its share of the file through one pipe;
 * peak resident memory of one converting process.
 
@@ -62,8 +62,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=10, help="untimed conversions first")
     parser.add_argument("--clauses", type=int, default=1000, help="clauses for throughput")
     parser.add_argument("--workers", type=int, default=2, help="processes for throughput")
-    parser.add_argument("--backends", default="torch",
-                        help="pinzi backends to compare: torch, onnx, int8 (exported on the fly)")
+    parser.add_argument("--backends", default="auto",
+                        help="pinzi backends to compare: auto (the model folder as it is: "
+                             "onnxruntime for the shipped model), torch, onnx, int8 (these two "
+                             "exported on the fly)")
     parser.add_argument("--form", default="spaced", choices=FORMS,
                         help="pinzi's input form (the peers always get spaced pinyin)")
     add_peer_options(parser)
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
                     folder = str(Path(exported) / backend)
                     export_onnx(args.model, folder, quantize="int8" if backend == "int8" else None)
                 systems[f"{MODEL} ({backend})"] = measure_model(
-                    args, clauses, by_length, folder, "torch" if backend == "torch" else "onnx")
+                    args, clauses, by_length, folder, "onnx" if backend == "int8" else backend)
     for name in args.peers:
         systems[name] = measure_peer(args, name, clauses, by_length)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}

@@ -1,8 +1,11 @@
-"""Copy a trained converter into the package (src/pinzi/resources/model/) with float16 weights.
+"""Copy a trained converter into the package (src/pinzi/resources/model/) with float16 weights,
+and export it beside them as an int8 ONNX graph for the onnxruntime backend.
 
     python scripts/ship_model.py RUN_DIR
 
-Half precision halves the download; the converter loads the weights back as float32.
+Half precision halves the download; the PyTorch backend loads the weights back as float32.
+The int8 graph (5 MB) is what `pinzi convert` runs by default: several times faster than
+PyTorch on a CPU, with the same accuracy on validation text (see docs/model_card.md).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 import torch
 
 from pinzi.converter import shipped_model_path
+from pinzi.export import export_onnx
 from pinzi.model import PinziForPinyin, load_pretrained
 
 SHIPPED_FILES = ("vocab.json", "ngram.npz")
@@ -29,6 +33,7 @@ def main(run_dir: str) -> None:
     for name in SHIPPED_FILES:
         if (Path(run_dir) / name).exists():
             shutil.copy(Path(run_dir) / name, target / name)
+    export_onnx(target, target, quantize="int8")
     size = sum(f.stat().st_size for f in target.iterdir()) / 1e6
     print(f"shipped {run_dir} -> {target} ({size:.1f} MB)")
 

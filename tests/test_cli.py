@@ -77,3 +77,19 @@ def test_pretrain_reports_bad_settings_without_traceback(tiny_corpus, tmp_path):
     result = runner.invoke(app, ["pretrain", "--data", str(tiny_corpus), "--out", str(tmp_path),
                                  "--preset", "tiny", "--set", "learning_rat=1"])
     assert result.exit_code == 2 and "did you mean 'learning_rate'" in result.stderr
+
+
+def test_pretrain_continues_from_a_base(tiny_model, tiny_corpus, tmp_path):
+    from safetensors.numpy import load_file
+
+    result = runner.invoke(app, ["pretrain", "--base", str(tiny_model), "--data",
+                                 str(tiny_corpus), "--out", str(tmp_path), "--max-steps", "2",
+                                 "--set", "learning_rate=1e-9", "--set", "eval_every=2"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "vocab.json").read_bytes() == (tiny_model / "vocab.json").read_bytes()
+    assert (tmp_path / "ngram.npz").exists()  # counted anew from --data
+    # two steps at a vanishing learning rate: the weights are still the base's
+    before, after = load_file(tiny_model / "model.safetensors"), load_file(
+        tmp_path / "model.safetensors")
+    assert before.keys() == after.keys()
+    assert max(abs(before[k] - after[k]).max() for k in before) < 1e-4

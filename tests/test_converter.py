@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from pinzi import Converter
@@ -108,3 +111,24 @@ def test_ngram_model_keeps_conversions_right(tiny_model, tiny_corpus):
                             ("ta zai yin hang gong zuo", "他在银行工作")]:
         assert tuned.convert(typed) == expected
         assert tuned.candidates(typed, k=3)[0][0] == expected
+
+
+# ---- the model that ships in the package ------------------------------------------------------
+NEWS = ["zhong guo ren min yin hang fa bu le xin de zheng ce", "jin tian tian qi hen hao",
+        "wo men zai bei jing da xue kan shu", "guo wu yuan zhao kai chang wu hui yi",
+        "quan guo ge di ji ji zuo hao fang xun gong zuo"]
+
+
+def test_the_shipped_model_converts_on_onnxruntime_without_torch():
+    code = ("import sys; from pinzi import Converter; c = Converter.from_pretrained(); "
+            "print(c.scorer.name, c.convert('woaibeijingtiananmen'), 'torch' in sys.modules)")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout.split()
+    assert found == ["onnx", "我爱北京天安门", "False"]
+
+
+def test_the_shipped_int8_graph_converts_like_the_torch_weights():
+    int8 = Converter.from_pretrained()
+    full = Converter.from_pretrained(backend="torch")
+    assert int8.scorer.name == "onnx" and full.scorer.name == "torch"
+    assert [int8.convert(line) for line in NEWS] == [full.convert(line) for line in NEWS]

@@ -215,6 +215,18 @@ def test_limit() -> None:
     assert len(segmentations("woaibeijingtiananmen")) == 8
 
 
+def test_spaced_syllables_and_initials_are_read_as_typed() -> None:
+    # Typed apart, a token that is one syllable or one initial has a single reading...
+    assert [[p.text for p in r] for r in segmentations("xian zai")] == [["xian", "zai"]]
+    assert [[p.text for p in r] for r in segmentations("bei jing zh g")] == [
+        ["bei", "jing", "zh", "g"]]
+    # ...while run together it may be cut anew, and a spaced multi-syllable run still is.
+    assert len(segmentations("xianzai")) > 1
+    readings = [[p.text for p in r] for r in segmentations("xianzai xian")]
+    assert ["xi", "an", "zai", "xian"] in readings
+    assert all(r[-1] == "xian" for r in readings)
+
+
 def test_continuous_input_is_fast() -> None:
     text = "woaibeijingtiananmentiananmenshangtaiyan"  # 40 letters
     assert len(text) == 40

@@ -223,6 +223,10 @@ def pretrain(
                                       help="Run folder (model, checkpoints, logs).")],
     preset: Annotated[str, typer.Option(help="Model size: tiny, small, base, large.")] = "small",
     arch: Annotated[str, typer.Option(help="transformer or lstm-attention.")] = "transformer",
+    base: Annotated[str | None, typer.Option(
+        help="Continue training this model (folder or hub id) instead of starting from "
+             "scratch; its size and vocabulary are kept, the n-gram model is counted anew "
+             "from --data.")] = None,
     config: ConfigFile = None,
     set_: Overrides = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimiser steps.")] = None,
@@ -230,7 +234,7 @@ def pretrain(
     seed: Seed = None,
     resume: Resume = False,
 ) -> None:
-    """Pretrain a converter from scratch with the pinyin-denoising objective.
+    """Pretrain a converter with the pinyin-denoising objective, from scratch or from --base.
 
     Runs on CPU, one GPU, or many (launch with `accelerate launch -m pinzi pretrain ...`).
     Settings come from the defaults, then --config, then --set and the flags below. See
@@ -241,12 +245,14 @@ def pretrain(
     from pinzi.train import TrainingError
 
     settings = _settings(config, set_)
-    settings["arch"] = arch
+    if base is None:
+        settings["arch"] = arch
     for key, value in (("max_steps", max_steps), ("max_minutes", max_minutes), ("seed", seed)):
         if value is not None:
             settings[key] = value
     try:
-        summary = train_converter(data, out, preset=preset, settings=settings, resume=resume)
+        summary = train_converter(data, out, base=base, preset=preset, settings=settings,
+                                  resume=resume)
     except (TrainingError, ModelLoadError) as error:
         raise fail(str(error)) from None
     err.print_json(json.dumps(summary))
