@@ -3,11 +3,14 @@
 Starts ``pinzi serve --model M`` on a free loopback port, then runs ``--clients`` concurrent
 clients (default 50) for ``--seconds`` (default 10, at most 120). Each client types sentences
 keystroke by keystroke: every prefix of a sentence's pinyin is one ``POST /v1/candidates``
-with the previous sentence as context, sent as soon as the last answer came back. Prints
-requests/s, latency percentiles and the error count, then stops the server (SIGTERM).
+with the previous sentence as context, sent as soon as the last answer came back, or
+``--typing-ms`` after it (a person's pause between keys: 150 ms is 400 keys a minute, a fast
+typist). Prints requests/s, latency percentiles and the error count, then stops the server
+(SIGTERM).
 
-    .venv/bin/python bench/serve_load.py --model runs/x/model
-    .venv/bin/python bench/serve_load.py --model runs/x/model --backend onnx --clients 8
+    .venv/bin/python bench/serve_load.py                          # the shipped model, flat out
+    .venv/bin/python bench/serve_load.py --typing-ms 150          # 50 people typing fast
+    .venv/bin/python bench/serve_load.py --model runs/x/model --backend torch --clients 8
 
 Client and server share the machine's cores, so the figures are a floor; compare backends and
 settings within one machine. ``--out FILE`` also writes the figures as JSON.
@@ -74,9 +77,12 @@ def keystrokes(rng: random.Random):
         context = hanzi
 
 
-async def client(http: httpx.AsyncClient, url: str, stop: float, seed: int,
+async def client(http: httpx.AsyncClient, url: str, stop: float, seed: int, typing_s: float,
                  latencies: list[float], errors: list[str]) -> None:
-    for pinyin, context in keystrokes(random.Random(seed)):
+    rng = random.Random(seed)
+    for pinyin, context in keystrokes(rng):
+        if typing_s:  # jittered, so that the clients do not type in lockstep
+            await asyncio.sleep(typing_s * rng.uniform(0.5, 1.5))
         if time.monotonic() >= stop:
             return
         started = time.perf_counter()
@@ -90,15 +96,15 @@ async def client(http: httpx.AsyncClient, url: str, stop: float, seed: int,
             errors.append(type(error).__name__)
 
 
-async def load(url: str, clients: int, seconds: float) -> dict:
+async def load(url: str, clients: int, seconds: float, typing_s: float = 0.0) -> dict:
     latencies: list[float] = []
     errors: list[str] = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(limits=limits, timeout=30) as http:
         started = time.monotonic()
         stop = started + seconds
-        await asyncio.gather(*(client(http, f"{url}/v1/candidates", stop, seed, latencies,
-                                      errors) for seed in range(clients)))
+        await asyncio.gather(*(client(http, f"{url}/v1/candidates", stop, seed, typing_s,
+                                      latencies, errors) for seed in range(clients)))
         elapsed = time.monotonic() - started
     latencies.sort()
 
@@ -107,7 +113,8 @@ async def load(url: str, clients: int, seconds: float) -> dict:
             return 0.0
         return 1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))]
 
-    return {"clients": clients, "seconds": round(elapsed, 2), "requests": len(latencies),
+    return {"clients": clients, "typing_ms": round(1000 * typing_s),
+            "seconds": round(elapsed, 2), "requests": len(latencies),
             "requests_per_s": round(len(latencies) / elapsed, 1),
             "p50_ms": round(percentile(0.50), 1), "p90_ms": round(percentile(0.90), 1),
             "p99_ms": round(percentile(0.99), 1), "max_ms": round(percentile(1.0), 1),
@@ -120,6 +127,8 @@ def main() -> None:
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0, help=f"at most {MAX_SECONDS}")
+    parser.add_argument("--typing-ms", type=float, default=0.0,
+                        help="mean pause between a client's keystrokes (0: none)")
     parser.add_argument("--out", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args()
     seconds = min(max(args.seconds, 1.0), MAX_SECONDS)
@@ -130,14 +139,16 @@ def main() -> None:
     try:
         health = wait_ready(url, server)
         report = {"model": args.model or "shipped", "backend": health["backend"],
-                  **asyncio.run(load(url, max(1, args.clients), seconds))}
+                  **asyncio.run(load(url, max(1, args.clients), seconds,
+                                     max(0.0, args.typing_ms) / 1000))}
     finally:
         server.terminate()  # SIGTERM: uvicorn's graceful shutdown
         try:
             server.wait(timeout=15)
         except subprocess.TimeoutExpired:
             server.kill()
-    print(f"{report['backend']}: {report['clients']} clients, {report['seconds']} s: "
+    print(f"{report['backend']}: {report['clients']} clients typing every "
+          f"{report['typing_ms']} ms, {report['seconds']} s: "
           f"{report['requests_per_s']} requests/s, p50 {report['p50_ms']} ms, "
           f"p99 {report['p99_ms']} ms, errors {report['errors']}")
     if args.out:

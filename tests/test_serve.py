@@ -80,7 +80,10 @@ def test_health_page_and_docs(client):
     assert page.status_code == 200 and 'id="candidates"' in page.text
     assert "fetch(" in client.get("/static/app.js").text
     assert client.get("/static/style.css").status_code == 200
-    assert client.get("/docs").status_code == 200
+    for docs in ("/docs", "/redoc"):
+        answer = client.get(docs)
+        assert answer.status_code == 200 and "cdn" not in answer.text.lower()  # works offline
+    assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
     schema = client.get("/openapi.json").json()["components"]["schemas"]
     assert schema["CandidatesRequest"]["properties"]["pinyin"]["maxLength"] == 256
     assert "/v1/classify" not in client.get("/openapi.json").json()["paths"]

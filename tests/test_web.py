@@ -83,3 +83,14 @@ def test_typing_pinyin_shows_candidates_and_space_commits(page, tmp_path):
 
     page.keyboard.press("Backspace")  # on an empty buffer: deletes a committed character
     expect(text).to_have_value("我爱北京你")
+
+
+@pytest.mark.slow
+def test_the_api_docs_render_offline(page, server):
+    # Every asset is the package's own: a request elsewhere would fail (the tests are offline).
+    outside = []
+    page.on("request", lambda r: None if r.url.startswith(server) else outside.append(r.url))
+    page.goto(f"{server}/docs")
+    sync_api.expect(page.locator(".opblock-summary-path").first).to_be_visible()
+    assert "/v1/candidates" in page.content()
+    assert outside == []

@@ -4,7 +4,7 @@
     curl -s localhost:8000/v1/candidates -H 'content-type: application/json' \\
          -d '{"pinyin": "woaibeijing", "context": "", "k": 5}'
 
-Routes (interactive docs at /docs):
+Routes (interactive docs at /docs and /redoc, served offline):
 
     POST /v1/candidates  a pinyin buffer + committed left context -> n-best: an IME's keystroke call
     POST /v1/convert     a batch of pinyin lines -> hanzi lines
@@ -36,6 +36,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -234,7 +235,9 @@ def create_app(converter: Converter, *, classifier: Classifier | None = None,
         await run_in_threadpool(converter.candidates, "nihao")
         yield
 
-    app = FastAPI(title="pinzi", version=__version__, lifespan=lifespan,
+    # FastAPI's own /docs and /redoc load their scripts from a CDN; FastAPIOffline serves
+    # packaged copies, so the docs work offline like the page does.
+    app = FastAPIOffline(title="pinzi", version=__version__, lifespan=lifespan,
                   description="Pinyin to hanzi conversion (拼字). Limits: "
                               + ", ".join(f"{k}={v}" for k, v in asdict(limits).items()))
     app.state.converter = converter
