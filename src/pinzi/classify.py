@@ -54,8 +54,10 @@ MAX_BATCH_ROWS = 256  # inference batches: at most this many texts, whatever the
 # the dev split every 100 steps and a stop after 5 looks without a better figure.
 CLASSIFY_DEFAULTS: dict[str, Any] = dict(max_steps=1000, eval_every=100, save_every=100,
                                          batch_tokens=4096, patience=5, log_every=10)
-LEARNING_RATES = {("pinzi", False): 1e-4, ("hf", False): 3e-5, ("pinzi", True): 1e-3,
-                  ("hf", True): 5e-4}  # (base kind, lora) -> default peak learning rate
+# (base kind, lora) -> default peak learning rate. The small pinzi encoders want more than
+# BERT's: on ChnSentiCorp dev, 5e-4 gave 86.5% where 1e-4 gave 85.7%.
+LEARNING_RATES = {("pinzi", False): 5e-4, ("hf", False): 3e-5, ("pinzi", True): 1e-3,
+                  ("hf", True): 5e-4}
 
 
 class ClassifyError(ValueError):
