@@ -520,7 +520,9 @@ def finetune(base: str | Path | None, data_dir: str | Path, out_dir: str | Path,
     before: list[dict] = []
     if sets:
         log(f"base model {base_name}")
-        before = _evaluate(Converter.from_pretrained(base_name), sets, eval_form, log)
+        # PyTorch like the tuned model, so that both rows come from the same arithmetic
+        before = _evaluate(Converter.from_pretrained(base_name, backend="torch"), sets,
+                           eval_form, log)
 
     info: dict[str, Any] = {}
 
