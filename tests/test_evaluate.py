@@ -199,6 +199,9 @@ def test_cli_eval(tiny_model, tmp_path):
     assert "gold.txt" in result.stdout and "spaced" in result.stdout
     assert "100.00%" in result.stdout and "continuous" not in result.stdout
 
+    result = runner.invoke(app, ["eval", "-m", str(tiny_model), str(gold), "--backend", "onnx"])
+    assert result.exit_code == 2 and "pinzi export" in result.stderr  # no model.onnx there
+
 
 def test_cli_eval_bleu(tiny_model, tmp_path):
     pytest.importorskip("sacrebleu")

@@ -259,6 +259,11 @@ def pretrain(
 
 
 # ---- eval (pinzi.evaluate) ----------------------------------------------------------------------
+# shared with serve
+_BACKEND_HELP = ("auto, torch or onnx. auto: onnxruntime when the folder has a model.onnx and "
+                 "onnxruntime is installed, else PyTorch.")
+
+
 @app.command("eval")
 def eval_(
     files: Annotated[list[Path], typer.Argument(
@@ -275,6 +280,7 @@ def eval_(
     bleu: Annotated[bool, typer.Option("--bleu", help="Also corpus BLEU (needs pinzi\\[bench]).")
                     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    backend: Annotated[str, typer.Option(help=_BACKEND_HELP)] = "auto",
 ) -> None:
     """Measure conversion accuracy on gold text: [bold]pinzi eval -m MODEL test.txt.gz[/].
 
@@ -287,7 +293,7 @@ def eval_(
 
     from pinzi.converter import Converter
     from pinzi.evaluate import FORMS, evaluate_clauses, read_clauses, require_bleu
-    from pinzi.model import ModelLoadError
+    from pinzi.tokenizer import ModelLoadError
 
     forms = FORMS if form == "all" else (form,)
     if not set(forms) <= set(FORMS):
@@ -301,7 +307,7 @@ def eval_(
         except ImportError as error:
             raise fail(escape(str(error))) from None  # the hint has [brackets]
     try:
-        converter = Converter.from_pretrained(model)
+        converter = Converter.from_pretrained(model, backend=backend)
     except (ModelLoadError, OSError, ValueError) as error:
         raise fail(str(error)) from None
 
@@ -331,10 +337,6 @@ def eval_(
 
 
 # ---- serve, export (pinzi.serve, pinzi.export) --------------------------------------------------
-_BACKEND_HELP = ("auto, torch or onnx. auto: onnxruntime when the folder has a model.onnx and "
-                 "onnxruntime is installed, else PyTorch.")
-
-
 @app.command()
 def serve(
     model: Annotated[str | None, typer.Option(

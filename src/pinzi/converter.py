@@ -91,7 +91,8 @@ class Converter:
                 model = load_adapter(model, adapter)
             path = model.name_or_path or path  # a hub id's download folder
             scorer = TorchScorer(model)
-        options.setdefault("ngram", CharNgram.load(path))
+        if "ngram" not in options:  # a given one (None too) spares reading the tables
+            options["ngram"] = CharNgram.load(path)
         return cls(scorer, tokenizer, **options)
 
     # ---- public API -----------------------------------------------------------------------------
