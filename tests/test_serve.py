@@ -6,6 +6,8 @@ graph converts exactly as PyTorch does; `pinzi serve` answers and stops cleanly 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -27,7 +29,7 @@ from pinzi.cli import app as cli
 from pinzi.converter import Converter
 from pinzi.export import export_onnx
 from pinzi.model import ModelLoadError, PinziConfig, PinziForPinyin
-from pinzi.serve import Limits, create_app
+from pinzi.serve import WORKER_CONFIG, Limits, ServeConfig, create_app, worker_app
 from pinzi.tokenizer import PinziTokenizer
 
 PINYIN = ["".join(lazy_pinyin(s)) for s in SENTENCES]
@@ -277,11 +279,12 @@ def free_port() -> int:
 
 
 @pytest.mark.slow  # a fresh interpreter imports torch: seconds
-def test_serve_command_answers_and_stops_on_sigterm(tiny_model):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_command_answers_and_stops_on_sigterm(tiny_model, workers):
     port = free_port()
     env = {**os.environ, "PINZI_API_KEY": "k"}
     server = subprocess.Popen([sys.executable, "-m", "pinzi", "serve", "--model", str(tiny_model),
-                               "--port", str(port)], env=env,
+                               "--port", str(port), "--workers", str(workers)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -301,4 +304,22 @@ def test_serve_command_answers_and_stops_on_sigterm(tiny_model):
         output, _ = server.communicate(timeout=20)
     # uvicorn finishes the shutdown, then re-raises SIGTERM so the exit status tells why it ended
     assert server.returncode in (0, -signal.SIGTERM), output
-    assert "Application shutdown complete" in output and "Finished server process" in output
+    # every worker shuts down gracefully (the supervisor passes SIGTERM on)
+    assert output.count("Application shutdown complete") == workers, output
+    assert output.count("Finished server process") == workers, output
+
+
+def test_worker_processes_build_the_app_from_the_environment(tiny_model, monkeypatch):
+    config = ServeConfig(model=str(tiny_model), backend="torch", api_key="k")
+    monkeypatch.setenv(WORKER_CONFIG, json.dumps(dataclasses.asdict(config)))
+    with TestClient(worker_app()) as client:
+        assert client.post("/v1/convert", json={"lines": ["nihao"]}).status_code == 401
+        answer = client.post("/v1/convert", json={"lines": ["nihao"]},
+                             headers={"Authorization": "Bearer k"})
+        assert answer.json() == {"lines": ["你好"]}
+
+
+def test_serve_command_refuses_a_broken_model_before_starting_workers(tmp_path):
+    result = CliRunner().invoke(cli, ["serve", "--model", str(tmp_path), "--workers", "2"])
+    assert result.exit_code == 2 and "Traceback" not in result.output  # fail(): usage-style
+    assert str(tmp_path) in result.stderr

@@ -6,7 +6,9 @@ bad setting, a damaged model); tracebacks are kept for real bugs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -355,6 +357,10 @@ def serve(
     threads: Annotated[int, typer.Option(
         min=1, help="Model threads per request. Requests run in parallel, so 1 suits many "
                     "clients; more can speed up one client on a big model.")] = 1,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Server processes, each with its own copy of the model (~200 MB on "
+                    "onnxruntime). One per core suits many clients: requests then use every "
+                    "core instead of one.")] = 1,
     log_level: Annotated[str, typer.Option(
         help="uvicorn's: debug, info (one line per request), warning, error.")] = "info",
     classifier: Annotated[str | None, typer.Option(  # classify: /v1/classify
@@ -367,8 +373,7 @@ def serve(
     """
     import uvicorn
 
-    from pinzi.converter import Converter
-    from pinzi.serve import create_app
+    from pinzi.serve import WORKER_CONFIG, ServeConfig, build_app
     from pinzi.tokenizer import ModelLoadError
 
     levels = ("debug", "info", "warning", "error")
@@ -376,23 +381,22 @@ def serve(
         raise fail(f"unknown --log-level {log_level!r}; choose from: {', '.join(levels)}")
     # PyTorch's threads are process-wide. Several threads per request, each spinning while it
     # waits, slowed every request several times over under load.
-    try:
-        converter = Converter.from_pretrained(model, backend=backend, threads=threads)
+    config = ServeConfig(model=model, backend=backend, threads=threads, api_key=api_key or None,
+                         cors_origins=tuple(cors_origin or ()), classifier=classifier)
+    try:  # with workers too: a model that does not load is an error here, not a restart loop
+        app_ = build_app(config)
     except (ModelLoadError, OSError, ValueError) as error:
         raise fail(str(error)) from None
-    classifier_ = None
-    if classifier is not None:  # classify: /v1/classify
-        from pinzi.classify import ClassifyError, TextClassifier
-
-        try:
-            classifier_ = TextClassifier.load(classifier, device="cpu")
-        except ClassifyError as error:
-            raise fail(str(error)) from None
-    app_ = create_app(converter, classifier=classifier_, api_key=api_key or None,
-                      cors_origins=cors_origin or ())
     # uvicorn handles SIGINT/SIGTERM itself: it stops accepting, lets requests in flight end,
     # runs the app's shutdown, then exits (re-raising the signal, so the status says why).
-    uvicorn.run(app_, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+    # With workers, its supervisor passes the signal on to every worker.
+    options = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+    if workers == 1:
+        uvicorn.run(app_, **options)
+        return
+    del app_  # each worker loads its own copy
+    os.environ[WORKER_CONFIG] = json.dumps(dataclasses.asdict(config))
+    uvicorn.run("pinzi.serve:worker_app", factory=True, workers=workers, **options)
 
 
 @app.command()

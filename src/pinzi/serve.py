@@ -21,6 +21,8 @@ the page and the docs stay open: they reveal nothing, a load balancer's probe ca
 and the page asks for the key once a /v1 call answers 401. CORS is off unless origins are given.
 """
 
+import json
+import os
 import secrets
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
@@ -216,6 +218,43 @@ async def get_converter(request: Request) -> Converter:
 
 
 # ---- the app -------------------------------------------------------------------------------------
+WORKER_CONFIG = "PINZI_SERVE_WORKER"  # how `pinzi serve --workers N` hands its options to workers
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What `pinzi serve` loads: JSON-able, so that worker processes can load the same."""
+
+    model: str | None = None  # a folder or hub id; None: the shipped model
+    backend: str = "auto"
+    threads: int = 1
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    classifier: str | None = None  # a folder from `pinzi classify train`
+
+
+def build_app(config: ServeConfig) -> FastAPI:
+    """Load the model (and classifier) of ``config`` and build the app around them.
+
+    Raises :class:`~pinzi.tokenizer.ModelLoadError`, ``OSError`` or ``ValueError`` (a
+    :class:`~pinzi.classify.ClassifyError` too) with a message for the user.
+    """
+    converter = Converter.from_pretrained(config.model, backend=config.backend,
+                                          threads=config.threads)
+    classifier = None
+    if config.classifier is not None:
+        from pinzi.classify import TextClassifier
+
+        classifier = TextClassifier.load(config.classifier, device="cpu")
+    return create_app(converter, classifier=classifier, api_key=config.api_key or None,
+                      cors_origins=config.cors_origins)
+
+
+def worker_app() -> FastAPI:
+    """The app factory uvicorn calls in each worker process of `pinzi serve --workers N`."""
+    return build_app(ServeConfig(**json.loads(os.environ[WORKER_CONFIG])))
+
+
 def create_app(converter: Converter, *, classifier: Classifier | None = None,
                api_key: str | None = None, cors_origins: Sequence[str] = (),
                limits: Limits = Limits()) -> FastAPI:
