@@ -1,11 +1,15 @@
-"""Tune decoding on the *validation* split of a prepared dataset: n-gram weight and readings.
+"""Tune decoding on *validation* text: n-gram weight, readings and the reading-cost gap.
 
-    python bench/tune_decoding.py --model src/pinzi/resources/model --data work/general \
-        --weights 0.5,1.0,1.5,2.0 --readings 1,4 --forms spaced,continuous,abbreviated
+    python bench/tune_decoding.py --data work/general --weights 0.5,1.0,1.5,2.0 \
+        --readings 1,4 --forms spaced,continuous,abbreviated
+    python bench/tune_decoding.py --forms continuous --gaps 0,10,11,1000 --limit 1000 --data \
+        ../shared/data/{cctv_xwlb/valid,kdconv_dialog/dev,crosswoz_dialog/val}.txt.gz
 
-Clauses are sampled evenly from the validation split (never a test set), so the settings chosen
-here do not peek at the accuracy benchmark. Prints char accuracy, exact match and the mean time
-per clause for every combination of form, weight and number of readings.
+``--data``: a folder from ``pinzi data prepare`` (clauses sampled evenly from its validation
+split), or dev files as ``pinzi eval`` reads them (the first ``--limit`` clauses of each). Never
+a test set, so the settings chosen here do not peek at the accuracy benchmark. Prints char
+accuracy, exact match, the mean model rows (readings decoded) and time per clause for every
+combination of form, weight, readings and gap, per file and over all of them.
 """
 
 from __future__ import annotations
@@ -13,44 +17,77 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
-
-from datasets import load_from_disk
+from pathlib import Path
 
 from pinzi import Converter
-from pinzi.evaluate import FORMS, clauses_from_lines, evaluate_clauses
+from pinzi.converter import LM_WEIGHT, MAX_COST_GAP
+from pinzi.evaluate import FORMS, clauses_from_lines, evaluate_clauses, read_clauses
 
 
 def numbers(kind):
     return lambda value: [kind(v) for v in value.split(",")]
 
 
+def load_sets(paths: list[str], limit: int) -> dict[str, list]:
+    if len(paths) == 1 and Path(paths[0]).is_dir():
+        from datasets import load_from_disk
+
+        valid = load_from_disk(paths[0])["valid"]
+        lines = valid.select(range(0, len(valid), max(1, len(valid) // limit)))["text"]
+        return {paths[0]: clauses_from_lines(lines, limit=limit)}
+    return {path: read_clauses(path, limit=limit) for path in paths}
+
+
+class RowCounter:
+    """Wraps a scorer to count the model rows (one per reading decoded)."""
+
+    def __init__(self, scorer):
+        self.scorer, self.name, self.rows = scorer, scorer.name, 0
+
+    def __call__(self, *arrays):
+        self.rows += len(arrays[0])
+        return self.scorer(*arrays)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None, help="model folder (default: the shipped one)")
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
-    parser.add_argument("--data", required=True, help="a folder from `pinzi data prepare`")
-    parser.add_argument("--weights", type=numbers(float), default=[0.5, 1.0, 1.5, 2.0])
+    parser.add_argument("--data", required=True, nargs="+",
+                        help="a prepared folder, or validation text files")
+    parser.add_argument("--weights", type=numbers(float), default=[LM_WEIGHT])
     parser.add_argument("--readings", type=numbers(int), default=[4],
-                        help="readings (segmentations) of the input decoded per line")
+                        help="readings (segmentations) of the input decoded at most per line")
+    parser.add_argument("--gaps", type=numbers(int), default=[MAX_COST_GAP],
+                        help="decode readings costing at most this much above the best one")
     parser.add_argument("--forms", default="spaced")
-    parser.add_argument("--limit", type=int, default=400, help="validation clauses")
+    parser.add_argument("--limit", type=int, default=400, help="clauses per file (or folder)")
     args = parser.parse_args()
-    valid = load_from_disk(args.data)["valid"]
-    lines = valid.select(range(0, len(valid), max(1, len(valid) // args.limit)))["text"]
-    clauses = clauses_from_lines(lines, limit=args.limit)
+    sets = load_sets(args.data, args.limit)
     base = Converter.from_pretrained(args.model, backend=args.backend, threads=1)
-    print(f"{len(clauses)} validation clauses, {base.scorer.name} backend")
+    counter = RowCounter(base.scorer)
+    print(f"{sum(map(len, sets.values()))} validation clauses, {base.scorer.name} backend")
     for form in args.forms.split(","):
         if form not in FORMS:
             parser.error(f"unknown form {form}")
-        for weight, readings in itertools.product(args.weights, args.readings):
-            converter = Converter(base.scorer, base.tokenizer, ngram=base.ngram,
-                                  lm_weight=weight, readings=readings)
+        for weight, readings, gap in itertools.product(args.weights, args.readings, args.gaps):
+            converter = Converter(counter, base.tokenizer, ngram=base.ngram, lm_weight=weight,
+                                  readings=readings, max_cost_gap=gap)
+            correct = chars = clauses = 0
+            counter.rows = 0
             start = time.perf_counter()
-            result = evaluate_clauses(converter, clauses, form, nbest=1)
-            per_clause = (time.perf_counter() - start) / len(clauses) * 1000
-            print(f"{form:<12} weight {weight:<4} readings {readings}  "
-                  f"char acc {100 * result['char_acc']:.2f}  exact {100 * result['exact']:.2f}  "
+            for path, set_clauses in sets.items():
+                result = evaluate_clauses(converter, set_clauses, form, nbest=1)
+                correct += result["char_acc"] * result["chars"]
+                chars += result["chars"]
+                clauses += result["clauses"]
+                if len(sets) > 1:
+                    name = "/".join(Path(path).parts[-2:])
+                    print(f"  {name:<30} char acc {100 * result['char_acc']:.2f}  "
+                          f"exact {100 * result['exact']:.2f}")
+            per_clause = (time.perf_counter() - start) / clauses * 1000
+            print(f"{form:<12} weight {weight:<4} readings {readings} gap {gap:<5} "
+                  f"char acc {100 * correct / chars:.2f}  rows {counter.rows / clauses:.2f}  "
                   f"{per_clause:.1f} ms/clause", flush=True)
 
 

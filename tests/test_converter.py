@@ -46,6 +46,31 @@ def test_output_is_readable_as_the_input(converter, typed):
                    for r in readings), text
 
 
+def test_only_readings_close_to_the_best_are_decoded(converter):
+    rows = []
+
+    def counting(*arrays):
+        rows.append(len(arrays[0]))  # one row of the model's batch per reading decoded
+        return converter.scorer(*arrays)
+
+    Converter(counting, converter.tokenizer).candidates("fangan")
+    assert rows[-1] == 2  # fan gan, fang an: not fa n gan, with an extra piece
+    Converter(counting, converter.tokenizer).candidates("xian")
+    assert rows[-1] == 1  # not xi an: typed so, xi'an
+    Converter(counting, converter.tokenizer, max_cost_gap=10**6).candidates("xian")
+    assert rows[-1] == 4  # the `readings` limit
+
+
+def test_syllables_no_character_reads_do_not_win_for_free():
+    # The shipped vocabulary has no character read "eng" or "den": a reading with them would
+    # keep those letters at no cost in the model's score ("nin eng" over "ni neng").
+    shipped = Converter.from_pretrained()
+    for typed, best in [("nineng", "你能"), ("qudedene", "取得的呢"), ("zijinengyong", "自己能用")]:
+        found = [text for text, _ in shipped.candidates(typed, k=5)]
+        assert found[0] == best
+        assert not any(c.isascii() for text in found for c in text), found
+
+
 def test_candidates_are_ranked_and_distinct(converter):
     ranked = converter.candidates("woaibeijing", k=5)
     texts = [t for t, _ in ranked]

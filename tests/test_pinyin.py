@@ -25,6 +25,7 @@ from pinzi.pinyin import (
     normalize_input,
     normalize_syllable,
     parse,
+    scored_segmentations,
     segmentations,
     to_chinese_punct,
 )
@@ -213,6 +214,16 @@ def test_limit() -> None:
     assert len(segmentations("xianxianxian", limit=3)) == 3
     assert segmentations("xian", limit=0) == []
     assert len(segmentations("woaibeijingtiananmen")) == 8
+
+
+def test_readings_cost_per_piece_initial_and_split_at_a_vowel() -> None:
+    found = [(cost, [p.text for p in r]) for cost, r in scored_segmentations("xian", limit=3)]
+    assert found == [(10, ["xian"]), (21, ["xi", "an"]), (30, ["xia", "n"])]
+    assert [(c, [p.text for p in r]) for c, r in scored_segmentations("beij", limit=1)] == [
+        (30, ["bei", "j"])]
+    costs = [cost for cost, _ in scored_segmentations("woaibeijingtiananmen")]
+    assert costs == sorted(costs)
+    assert [r for _, r in scored_segmentations("fangan")] == segmentations("fangan")
 
 
 def test_spaced_syllables_and_initials_are_read_as_typed() -> None:

@@ -26,12 +26,17 @@ from pinzi.backends import CandidateScorer, TorchScorer, choose_backend, load_on
 from pinzi.decode import Position, UserDict, beam_search
 from pinzi.lexicon import Lexicon
 from pinzi.ngram import CharNgram
-from pinzi.pinyin import Piece, segmentations
+from pinzi.pinyin import Piece, scored_segmentations
 from pinzi.tokenizer import PAD_ID, PinziTokenizer
 
 MAX_INPUT_CHARS = 4096  # longer lines are refused: no IME buffer is that long
 WINDOW = 64  # pinyin pieces per model call; longer inputs are converted window by window
 READING_PENALTY = 1.0  # log-score cost per rank of a less likely reading of the input
+# Readings costing more than this above the best one are not decoded (pinyin.scored_segmentations
+# prices them): that keeps readings that move a boundary (fan'gan / fang'an) and drops those
+# with one more piece (xi'an, an extra initial), whose decoding cost 2.5 times the model's work
+# for no accuracy on dev text (docs/model_card.md). Typed apart, "xi'an" is still read so.
+MAX_COST_GAP = 10
 LM_WEIGHT = 1.5  # weight of the n-gram model (tuned on validation text; see docs/model_card.md)
 
 
@@ -50,11 +55,13 @@ class Converter:
     def __init__(self, scorer: CandidateScorer, tokenizer: PinziTokenizer,
                  lexicon: Lexicon | None = None, *, beam: int = 8, readings: int = 4,
                  max_context: int = 32, userdict: UserDict | None = None,
-                 ngram: CharNgram | None = None, lm_weight: float = LM_WEIGHT):
+                 ngram: CharNgram | None = None, lm_weight: float = LM_WEIGHT,
+                 max_cost_gap: int = MAX_COST_GAP):
         self.scorer = scorer
         self.tokenizer = tokenizer
         self.lexicon = lexicon or Lexicon.default()
         self.beam, self.readings, self.max_context = beam, readings, max_context
+        self.max_cost_gap = max_cost_gap
         self.userdict = userdict or UserDict()
         self.ngram, self.lm_weight = ngram, lm_weight
         self._chars = np.array(tokenizer.chars, dtype=object)
@@ -111,16 +118,18 @@ class Converter:
         if len(pinyin) > MAX_INPUT_CHARS:
             raise InputTooLong(f"input of {len(pinyin)} characters exceeds {MAX_INPUT_CHARS}")
         userdict = userdict if userdict is not None else self.userdict
-        readings = segmentations(pinyin, fuzzy=fuzzy, chinese_punct=chinese_punct,
-                                 limit=self.readings)
-        if not readings:
+        found = scored_segmentations(pinyin, fuzzy=fuzzy, chinese_punct=chinese_punct,
+                                     limit=self.readings)
+        if not found:
             return []
-        # Pass-through letters cost nothing in the model's score, so a reading may not pass
-        # through more letters than the best reading does, or it would win for free.
-        letters = _passed_letters(readings[0])
-        readings = [r for r in readings if _passed_letters(r) <= letters]
-        if sum(map(_size, readings[0])) > WINDOW:  # long text: one reading, window by window
-            return [(self._convert_long(readings[0], context, userdict), 0.0)]
+        best_cost, best = found[0]
+        # Letters kept as typed cost nothing in the model's score, so a reading may not keep
+        # more of them than the best reading does, or it would win for free ("nin eng").
+        letters = self._kept_letters(best)
+        readings = [r for cost, r in found
+                    if cost - best_cost <= self.max_cost_gap and self._kept_letters(r) <= letters]
+        if sum(map(_size, best)) > WINDOW:  # long text: one reading, window by window
+            return [(self._convert_long(best, context, userdict), 0.0)]
         scored: dict[str, float] = {}
         for rank, positions in enumerate(self._score(readings, context)):
             for text, score in beam_search(positions, beam=self.beam, k=k, userdict=userdict,
@@ -131,6 +140,12 @@ class Converter:
         return sorted(scored.items(), key=lambda item: (-item[1], item[0]))[:k]
 
     # ---- internals ---------------------------------------------------------------------------
+    def _kept_letters(self, reading: list[Piece]) -> int:
+        """Letters a reading copies to the output: those of pass-through text, and pinyin
+        pieces that no character of the vocabulary reads (``eng``)."""
+        return sum(sum(c.isalpha() for c in p.text) if p.kind == "other"
+                   else len(p.text) * (len(self._candidates(p)) == 0) for p in reading)
+
     def _piece_candidates(self, piece: Piece) -> np.ndarray:
         return self.tokenizer.piece_candidates(self.lexicon, piece).astype(np.int64)
 
@@ -198,10 +213,6 @@ class Converter:
                                       lm=self.ngram, lm_weight=self.lm_weight)[0][0]
                 window, size = [], 0
         return output
-
-
-def _passed_letters(reading: list[Piece]) -> int:
-    return sum(c.isalpha() for p in reading if p.kind == "other" for c in p.text)
 
 
 def _size(piece: Piece) -> int:

@@ -119,24 +119,23 @@ def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 
     width = max(beam, k)
     texts = [""]
     scores = np.zeros(1)
-    history = np.full((1, 2), bos, dtype=np.int64)  # the two characters before: none yet
+    before2 = before1 = np.full(1, bos, dtype=np.int64)  # the two characters before: none yet
     for position in positions:
         if isinstance(position, str):  # pass-through text: the next char starts afresh
             texts = [text + position for text in texts]
-            history = np.full_like(history, bos)
+            before2 = before1 = np.full(len(texts), bos, dtype=np.int64)
             continue
         top = min(expand, len(position.chars))
-        grid = scores[:, None] + position.scores[None, :top]  # every hypothesis x top candidate
+        grid = scores[:, None] + position.scores[:top]  # every hypothesis x top candidate
         if use_lm:
-            grid += lm_weight * lm.score(history[:, :1], history[:, 1:], position.ids[None, :top])
-        rows = np.repeat(np.arange(len(texts)), top)
-        picks = np.tile(np.arange(top), len(texts))
+            grid += lm_weight * lm.score(before2[:, None], before1[:, None], position.ids[:top])
         totals = grid.ravel()
+        rows, picks = np.divmod(np.arange(totals.size), top)
         if userdict:  # plus the candidates beyond `top` that continue a user word
             extra_rows, extra_picks = _user_word_candidates(position, texts, top, userdict)
             extra = scores[extra_rows] + position.scores[extra_picks]
             if use_lm:
-                extra += lm_weight * lm.score(history[extra_rows, 0], history[extra_rows, 1],
+                extra += lm_weight * lm.score(before2[extra_rows], before1[extra_rows],
                                               position.ids[extra_picks])
             rows = np.concatenate([rows, extra_rows])
             picks = np.concatenate([picks, extra_picks])
@@ -149,9 +148,11 @@ def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 
             spelling = [j for j in order[width:]
                         if userdict.in_progress(texts[rows[j]] + position.chars[picks[j]])]
             kept = np.concatenate([kept, np.array(spelling[:width], dtype=np.int64)])
-        texts = [texts[rows[j]] + position.chars[picks[j]] for j in kept]
+        rows, picks = rows[kept], picks[kept]
+        texts = [texts[r] + position.chars[p]
+                 for r, p in zip(rows.tolist(), picks.tolist(), strict=True)]
         scores = totals[kept]
-        history = np.stack([history[rows[kept], 1], position.ids[picks[kept]]], axis=1)
+        before2, before1 = before1[rows], position.ids[picks]
     return [(text, float(score)) for text, score in zip(texts[:k], scores[:k], strict=False)]
 
 

@@ -326,6 +326,27 @@ def segmentations(
 ) -> list[list[Piece]]:
     """Every reading of typed input as pieces, best first, at most `limit` of them.
 
+    The readings of :func:`scored_segmentations`, without their costs.
+
+    >>> [" ".join(p.text for p in seg) for seg in segmentations("fangan", limit=2)]
+    ['fan gan', 'fang an']
+    """
+    found = scored_segmentations(text, fuzzy=fuzzy, chinese_punct=chinese_punct, limit=limit)
+    return [pieces for _, pieces in found]
+
+
+def scored_segmentations(
+    text: str,
+    *,
+    fuzzy: frozenset[str] = frozenset(),
+    chinese_punct: bool = False,
+    limit: int = 8,
+) -> list[tuple[int, list[Piece]]]:
+    """Every reading of typed input as (cost, pieces), cheapest first, at most `limit`.
+
+    A reading costs 10 per piece, 10 more per initial and 5 more per unfinished syllable,
+    1 more per zero-initial syllable inside a run and 3 more per syllabic nasal (``ng``).
+
     Each reading re-joins to the normalised input:
     ``"".join(p.text for p in seg).lower() == normalize_input(text).lower()``.
     Raises ValueError only for an unknown fuzzy option name. Rules: docs/pinyin.md.
@@ -337,8 +358,9 @@ def segmentations(
         chinese_punct: give ASCII punctuation a Chinese `Piece.output`.
         limit: how many readings to return at most.
 
-    >>> [" ".join(p.text for p in seg) for seg in segmentations("fangan", limit=2)]
-    ['fan gan', 'fang an']
+    >>> [(cost, " ".join(p.text for p in seg))
+    ...  for cost, seg in scored_segmentations("xian", limit=3)]
+    [(10, 'xian'), (21, 'xi an'), (30, 'xia n')]
     """
     unknown = set(fuzzy) - FUZZY_PAIRS.keys()
     if unknown:
@@ -374,7 +396,8 @@ def segmentations(
             options = [(_PIECE, (Piece(tok, "other", (), punct),))]
         merged = [(c1 + c2, (chain, p)) for c1, chain in readings for c2, p in options]
         readings = sorted(merged, key=_cost)[:keep]
-    return [[p for pieces in _unchain(chain) for p in pieces] for _, chain in readings[:limit]]
+    return [(cost, [p for pieces in _unchain(chain) for p in pieces])
+            for cost, chain in readings[:limit]]
 
 
 def parse(text: str, **kw: object) -> list[Piece]:
