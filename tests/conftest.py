@@ -55,3 +55,19 @@ def tiny_model(tiny_corpus, tmp_path_factory) -> Path:
                               progress=False)
     assert summary["best_char_acc"] == 1.0
     return out
+
+
+# A few steps with a high learning rate: enough to move every adapter weight.
+QUICK = dict(max_steps=12, eval_every=6, save_every=6, batch_tokens=512, warmup_steps=2,
+             learning_rate=1e-2, log_every=3)
+
+
+@pytest.fixture(scope="session")
+def lora_run(tiny_model, tiny_corpus, tmp_path_factory):
+    """A LoRA adapter of the tiny model (its folder) and the fine-tuning report."""
+    from pinzi.finetune import finetune
+
+    out = tmp_path_factory.mktemp("lora")
+    report = finetune(tiny_model, tiny_corpus, out, lora=True, rank=4, alpha=8,
+                      settings=dict(QUICK), general_test=[], eval_limit=8, progress=False)
+    return out, report

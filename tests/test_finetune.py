@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import SENTENCES
+from conftest import QUICK, SENTENCES
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -27,18 +27,7 @@ from pinzi.model import ModelLoadError, PinziConfig, PinziForPinyin, load_pretra
 from pinzi.tokenizer import PinziTokenizer
 from pinzi.train import TrainingError
 
-# A few steps with a high learning rate: enough to move every adapter weight.
-QUICK = dict(max_steps=12, eval_every=6, save_every=6, batch_tokens=512, warmup_steps=2,
-             learning_rate=1e-2, log_every=3)
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def lora_run(tiny_model, tiny_corpus, tmp_path_factory):
-    out = tmp_path_factory.mktemp("lora")
-    report = finetune(tiny_model, tiny_corpus, out, lora=True, rank=4, alpha=8,
-                      settings=dict(QUICK), general_test=[], eval_limit=8, progress=False)
-    return out, report
 
 
 def _ids(tokenizer: PinziTokenizer) -> torch.Tensor:

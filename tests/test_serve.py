@@ -29,7 +29,7 @@ from pinzi.cli import app as cli
 from pinzi.converter import Converter
 from pinzi.export import export_onnx
 from pinzi.model import ModelLoadError, PinziConfig, PinziForPinyin
-from pinzi.serve import WORKER_CONFIG, Limits, ServeConfig, create_app, worker_app
+from pinzi.serve import WORKER_CONFIG, Limits, ServeConfig, build_app, create_app, worker_app
 from pinzi.tokenizer import PinziTokenizer
 
 PINYIN = ["".join(lazy_pinyin(s)) for s in SENTENCES]
@@ -317,6 +317,47 @@ def test_worker_processes_build_the_app_from_the_environment(tiny_model, monkeyp
         answer = client.post("/v1/convert", json={"lines": ["nihao"]},
                              headers={"Authorization": "Bearer k"})
         assert answer.json() == {"lines": ["你好"]}
+
+
+def test_adapters_are_chosen_per_request(tiny_model, lora_run):
+    adapter, _ = lora_run
+    app = build_app(ServeConfig(model=str(tiny_model), backend="torch",
+                                adapters={"domain": str(adapter)}))
+    tuned = Converter.from_pretrained(tiny_model, adapter=adapter)
+    base = Converter.from_pretrained(tiny_model, backend="torch")
+    body = {"pinyin": "nihaoshijie", "k": 3}
+
+    def expected(converter):
+        return [{"hanzi": text, "score": round(score, 4)}
+                for text, score in converter.candidates("nihaoshijie", k=3)]
+
+    with TestClient(app) as client:
+        assert client.get("/healthz").json()["adapters"] == ["domain"]
+        plain = client.post("/v1/candidates", json=body).json()["candidates"]
+        chosen = client.post("/v1/candidates", json={**body, "adapter": "domain"}).json()
+        assert plain == expected(base) and chosen["candidates"] == expected(tuned)
+        assert plain != chosen["candidates"]  # the adapter moved the scores
+        converted = client.post("/v1/convert", json={"lines": ["nihaoshijie"],
+                                                     "adapter": "domain"})
+        assert converted.json() == {"lines": [tuned.convert("nihaoshijie")]}
+        unknown = client.post("/v1/candidates", json={**body, "adapter": "medical"})
+        assert unknown.status_code == 422
+        assert "'medical'" in unknown.json()["detail"] and "domain" in unknown.json()["detail"]
+        assert "domain" in client.get("/openapi.json").text  # /docs lists the adapters
+
+
+def test_unknown_adapter_without_adapters_is_422(client):
+    answer = client.post("/v1/candidates", json={"pinyin": "nihao", "adapter": "x"})
+    assert answer.status_code == 422 and "--adapter" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize("given", ["name=", "a=x --adapter a=y", "x --adapter runs/x"])
+def test_serve_adapter_option_is_checked(given, tiny_model):
+    args = ["serve", "--model", str(tiny_model)]
+    for each in given.split(" --adapter "):
+        args += ["--adapter", each]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "NAME=DIR" in result.stderr
 
 
 def test_serve_command_refuses_a_broken_model_before_starting_workers(tmp_path):

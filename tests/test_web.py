@@ -24,8 +24,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model):
-    """`pinzi serve` in a thread on a free loopback port: the real uvicorn, the tiny model."""
+def server(tiny_model, lora_run):
+    """`pinzi serve` in a thread on a free loopback port: the real uvicorn, the tiny model and
+    a LoRA adapter of it named "domain"."""
     import uvicorn
 
     from pinzi.converter import Converter
@@ -34,7 +35,9 @@ def server(tiny_model):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(Converter.from_pretrained(tiny_model, backend="torch"))
+    app = create_app(Converter.from_pretrained(tiny_model, backend="torch"),
+                     adapters={"domain": Converter.from_pretrained(tiny_model,
+                                                                   adapter=lora_run[0])})
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -83,6 +86,18 @@ def test_typing_pinyin_shows_candidates_and_space_commits(page, tmp_path):
 
     page.keyboard.press("Backspace")  # on an empty buffer: deletes a committed character
     expect(text).to_have_value("我爱北京你")
+
+
+@pytest.mark.slow
+def test_a_loaded_adapter_can_be_chosen(page):
+    expect = sync_api.expect
+    expect(page.locator("#adapter-choice")).to_be_visible()  # the server lists "domain"
+    page.locator("#adapter").select_option("domain")
+    requests = []
+    page.on("request", lambda r: requests.append(r) if r.url.endswith("/v1/candidates") else None)
+    page.locator("#pinyin").press_sequentially("nihao", delay=30)
+    expect(page.locator("#candidates li").first).to_be_visible()
+    assert json.loads(requests[-1].post_data)["adapter"] == "domain"
 
 
 @pytest.mark.slow

@@ -357,6 +357,10 @@ def serve(
     threads: Annotated[int, typer.Option(
         min=1, help="Model threads per request. Requests run in parallel, so 1 suits many "
                     "clients; more can speed up one client on a big model.")] = 1,
+    adapter: Annotated[list[str] | None, typer.Option(
+        help="Also load this LoRA adapter of the model (from `pinzi finetune --lora`), as "
+             "NAME=DIR or DIR (named after its folder); a request picks it with "
+             "\"adapter\": \"NAME\". Repeatable. Adapters run on PyTorch.")] = None,
     workers: Annotated[int, typer.Option(
         min=1, help="Server processes, each with its own copy of the model (~200 MB on "
                     "onnxruntime). One per core suits many clients: requests then use every "
@@ -381,8 +385,16 @@ def serve(
         raise fail(f"unknown --log-level {log_level!r}; choose from: {', '.join(levels)}")
     # PyTorch's threads are process-wide. Several threads per request, each spinning while it
     # waits, slowed every request several times over under load.
+    adapters: dict[str, str] = {}
+    for given in adapter or []:
+        name, _, folder = given.partition("=") if "=" in given else ("", "", given)
+        name = name or Path(folder).name
+        if not name or not folder or name in adapters:
+            raise fail(f"--adapter {given!r}: give NAME=DIR or DIR, each name once")
+        adapters[name] = folder
     config = ServeConfig(model=model, backend=backend, threads=threads, api_key=api_key or None,
-                         cors_origins=tuple(cors_origin or ()), classifier=classifier)
+                         cors_origins=tuple(cors_origin or ()), classifier=classifier,
+                         adapters=adapters)
     try:  # with workers too: a model that does not load is an error here, not a restart loop
         app_ = build_app(config)
     except (ModelLoadError, OSError, ValueError) as error:

@@ -92,10 +92,10 @@ class Converter:
                 torch.set_num_threads(threads)
 
             model, tokenizer = load_pretrained(PinziForPinyin, path)
-            if adapter is not None:
-                from pinzi.finetune import load_adapter
+            if adapter is not None:  # folded into the weights: as fast as the base
+                from pinzi.finetune import load_adapter, merge_into_base
 
-                model = load_adapter(model, adapter)
+                model = merge_into_base(load_adapter(model, adapter))
             path = model.name_or_path or path  # a hub id's download folder
             scorer = TorchScorer(model)
         if "ngram" not in options:  # a given one (None too) spares reading the tables

@@ -12,6 +12,9 @@ Routes (interactive docs at /docs and /redoc, served offline):
     GET  /healthz        liveness, the backend and the limits
     GET  /               the input-method page (static/index.html)
 
+LoRA adapters loaded at start-up (``pinzi serve --adapter NAME=DIR``) are chosen per request
+with ``"adapter": "NAME"`` on /v1/candidates and /v1/convert; without it the base model answers.
+
 Every request is bounded by :class:`Limits`: a body over ``max_body_bytes`` gets 413, a text
 over ``max_chars``, a batch over ``max_batch`` or a bad field gets 422, each with a message
 that names what was wrong. Nothing a client sends can produce a 500.
@@ -24,9 +27,9 @@ and the page asks for the key once a /v1 call answers 401. CORS is off unless or
 import json
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Annotated, Literal, Protocol
 
@@ -70,8 +73,13 @@ class Classifier(Protocol):
 FuzzyName = Literal[("all", *FUZZY_PAIRS)]  # type: ignore[valid-type]
 
 
-def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel], type[BaseModel]]:
-    """The request bodies under ``limits``: built per app so that /docs shows the real limits."""
+def request_models(limits: Limits, adapters: Sequence[str] = ()
+                   ) -> tuple[type[BaseModel], type[BaseModel], type[BaseModel]]:
+    """The request bodies under ``limits``: built per app so that /docs shows the real limits
+    and the adapters loaded."""
+    adapter_help = ("A LoRA adapter loaded at start-up: "
+                    + (", ".join(adapters) if adapters else "none are (pinzi serve --adapter)")
+                    + ". Default: the base model.")
     Text = Annotated[str, Field(max_length=limits.max_chars)]
     Batch = Annotated[list[Text], Field(max_length=limits.max_batch)]
 
@@ -80,6 +88,7 @@ def request_models(limits: Limits) -> tuple[type[BaseModel], type[BaseModel], ty
         context: Text = Field("", description="Hanzi already committed to the left (its tail).")
         fuzzy: list[FuzzyName] = Field([], description="Fuzzy pinyin pairs, or ['all'].")
         punct: bool = Field(False, description="Map ASCII punctuation to Chinese punctuation.")
+        adapter: str | None = Field(None, description=adapter_help)
 
     class CandidatesRequest(Options):
         pinyin: Text = Field(examples=["woaibeijing"])
@@ -122,6 +131,7 @@ class Health(BaseModel):
     status: str
     version: str
     backend: str
+    adapters: list[str]
     classifier: bool
     limits: dict[str, int]
 
@@ -212,11 +222,6 @@ def _bearer(api_key: str):
     return check
 
 
-async def get_converter(request: Request) -> Converter:
-    """The converter for this request: the one place to choose a per-request adapter later."""
-    return request.app.state.converter
-
-
 # ---- the app -------------------------------------------------------------------------------------
 WORKER_CONFIG = "PINZI_SERVE_WORKER"  # how `pinzi serve --workers N` hands its options to workers
 
@@ -231,6 +236,7 @@ class ServeConfig:
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     classifier: str | None = None  # a folder from `pinzi classify train`
+    adapters: dict[str, str] = field(default_factory=dict)  # name -> `pinzi finetune --lora` dir
 
 
 def build_app(config: ServeConfig) -> FastAPI:
@@ -241,13 +247,18 @@ def build_app(config: ServeConfig) -> FastAPI:
     """
     converter = Converter.from_pretrained(config.model, backend=config.backend,
                                           threads=config.threads)
+    # Each adapter is merged into its own copy of the base on PyTorch (the base's 5M weights
+    # are small); all of them share the base's n-gram tables.
+    adapters = {name: Converter.from_pretrained(config.model, adapter=path, backend="torch",
+                                                threads=config.threads, ngram=converter.ngram)
+                for name, path in config.adapters.items()}
     classifier = None
     if config.classifier is not None:
         from pinzi.classify import TextClassifier
 
         classifier = TextClassifier.load(config.classifier, device="cpu")
-    return create_app(converter, classifier=classifier, api_key=config.api_key or None,
-                      cors_origins=config.cors_origins)
+    return create_app(converter, adapters=adapters, classifier=classifier,
+                      api_key=config.api_key or None, cors_origins=config.cors_origins)
 
 
 def worker_app() -> FastAPI:
@@ -255,23 +266,28 @@ def worker_app() -> FastAPI:
     return build_app(ServeConfig(**json.loads(os.environ[WORKER_CONFIG])))
 
 
-def create_app(converter: Converter, *, classifier: Classifier | None = None,
-               api_key: str | None = None, cors_origins: Sequence[str] = (),
-               limits: Limits = Limits()) -> FastAPI:
+def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None = None,
+               classifier: Classifier | None = None, api_key: str | None = None,
+               cors_origins: Sequence[str] = (), limits: Limits = Limits()) -> FastAPI:
     """The pinzi app around a loaded ``converter`` (and optionally a ``classifier``).
+
+    ``adapters``: converters of the same base with a LoRA adapter each, by the name a request
+    gives in its ``adapter`` field.
 
     >>> from fastapi.testclient import TestClient                          # doctest: +SKIP
     >>> client = TestClient(create_app(Converter.from_pretrained()))       # doctest: +SKIP
     >>> client.post("/v1/convert", json={"lines": ["nihao"]}).json()       # doctest: +SKIP
     {'lines': ['你好']}
     """
-    CandidatesRequest, ConvertRequest, ClassifyRequest = request_models(limits)
+    adapters = dict(adapters or {})
+    CandidatesRequest, ConvertRequest, ClassifyRequest = request_models(limits, list(adapters))
     backend = converter.scorer.name
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # The first call fills lazy caches: pay for it here rather than on a user's keystroke.
-        await run_in_threadpool(converter.candidates, "nihao")
+        for each in (converter, *adapters.values()):
+            await run_in_threadpool(each.candidates, "nihao")
         yield
 
     # FastAPI's own /docs and /redoc load their scripts from a CDN; FastAPIOffline serves
@@ -279,7 +295,6 @@ def create_app(converter: Converter, *, classifier: Classifier | None = None,
     app = FastAPIOffline(title="pinzi", version=__version__, lifespan=lifespan,
                   description="Pinyin to hanzi conversion (拼字). Limits: "
                               + ", ".join(f"{k}={v}" for k, v in asdict(limits).items()))
-    app.state.converter = converter
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(InputTooLong, _input_too_long)
@@ -296,20 +311,28 @@ def create_app(converter: Converter, *, classifier: Classifier | None = None,
         fuzzy = frozenset(FUZZY_PAIRS) if "all" in body.fuzzy else frozenset(body.fuzzy)
         return dict(context=body.context, fuzzy=fuzzy, chinese_punct=body.punct)
 
+    def converter_for(body) -> Converter:
+        if body.adapter is None:
+            return converter
+        if body.adapter not in adapters:
+            loaded = ", ".join(adapters) or "none (start the server with --adapter NAME=DIR)"
+            raise HTTPException(422, f"adapter: unknown adapter {body.adapter!r}; loaded: "
+                                     f"{loaded}")
+        return adapters[body.adapter]
+
     # Plain `def` routes: inference blocks, so FastAPI runs them in its threadpool.
     @v1.post("/candidates", response_model=CandidatesResponse)
-    def candidates(body: CandidatesRequest,  # type: ignore[valid-type]
-                   converter: Converter = Depends(get_converter)) -> CandidatesResponse:
+    def candidates(body: CandidatesRequest) -> CandidatesResponse:  # type: ignore[valid-type]
         """The n-best conversions of one pinyin buffer: what an IME asks on each keystroke."""
-        best = converter.candidates(body.pinyin, k=body.k, **options(body))
+        best = converter_for(body).candidates(body.pinyin, k=body.k, **options(body))
         return CandidatesResponse(pinyin=body.pinyin, candidates=[
             Candidate(hanzi=hanzi, score=round(score, 4)) for hanzi, score in best])
 
     @v1.post("/convert", response_model=ConvertResponse)
-    def convert(body: ConvertRequest,  # type: ignore[valid-type]
-                converter: Converter = Depends(get_converter)) -> ConvertResponse:
+    def convert(body: ConvertRequest) -> ConvertResponse:  # type: ignore[valid-type]
         """The best conversion of each line; every line gets the same left context."""
-        return ConvertResponse(lines=converter.convert_batch(body.lines, **options(body)))
+        return ConvertResponse(lines=converter_for(body).convert_batch(body.lines,
+                                                                       **options(body)))
 
     if classifier is not None:
         @v1.post("/classify", response_model=ClassifyResponse)
@@ -325,7 +348,8 @@ def create_app(converter: Converter, *, classifier: Classifier | None = None,
     @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:
         return Health(status="ok", version=__version__, backend=backend,
-                      classifier=classifier is not None, limits=asdict(limits))
+                      adapters=list(adapters), classifier=classifier is not None,
+                      limits=asdict(limits))
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

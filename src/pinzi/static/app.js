@@ -12,6 +12,7 @@ const bar = $("candidates");
 const committed = $("committed");
 const status = $("status");
 const punct = $("punct");
+const adapter = $("adapter");  // shown when the server has LoRA adapters (pinzi serve --adapter)
 
 let shown = { pinyin: "", candidates: [] };  // what the bar shows, and for which buffer
 let timer = null;
@@ -64,7 +65,7 @@ async function refresh() {
   const started = performance.now();
   try {
     const answer = await post("v1/candidates", {
-      pinyin, k: SHOWN, punct: punct.checked,
+      pinyin, k: SHOWN, punct: punct.checked, adapter: adapter.value || null,
       context: Array.from(committed.value).slice(-CONTEXT_CHARS).join(""),
     });
     if (ticket !== latest) return;  // a newer keystroke owns the bar
@@ -127,6 +128,13 @@ input.addEventListener("keydown", (event) => {
 });
 
 punct.addEventListener("change", () => { refresh(); input.focus(); });
+adapter.addEventListener("change", () => { refresh(); input.focus(); });
+
+fetch("healthz").then((response) => response.json()).then((health) => {
+  if (!health.adapters || !health.adapters.length) return;
+  adapter.append(...health.adapters.map((name) => new Option(name, name)));
+  $("adapter-choice").hidden = false;
+}).catch(() => {});  // no list, no choice: the base model answers
 
 $("copy").addEventListener("click", async () => {
   try {
