@@ -11,6 +11,7 @@ typist). Prints requests/s, latency percentiles and the error count, then stops 
     .venv/bin/python bench/serve_load.py                          # the shipped model, flat out
     .venv/bin/python bench/serve_load.py --typing-ms 150          # 50 people typing fast
     .venv/bin/python bench/serve_load.py --model runs/x/model --backend torch --clients 8
+    .venv/bin/python bench/serve_load.py --in-process 2000       # the conversions alone
 
 Client and server share the machine's cores, so the figures are a floor; compare backends and
 settings within one machine. ``--out FILE`` also writes the figures as JSON.
@@ -130,6 +131,39 @@ async def load(url: str, clients: int, seconds: float, typing_s: float = 0.0) ->
             "errors": len(errors), "error_kinds": sorted(set(errors))}
 
 
+def in_process(model: str | None, backend: str, keys: int) -> dict:
+    """What the server's conversions cost without HTTP: ``keys`` keystrokes of the clients'
+    stream through :meth:`Converter.candidates` in this process, one at a time."""
+    from pinzi import Converter
+
+    converter = Converter.from_pretrained(model, backend=backend)
+    rows = []
+    scorer = converter.scorer
+
+    def counting(*arrays):  # one model row per reading of the buffer decoded
+        rows.append(len(arrays[0]))
+        return scorer(*arrays)
+
+    converter.scorer = counting
+    stream = keystrokes(random.Random(0))
+    typed = [next(stream) for _ in range(keys)]
+    for pinyin, context in typed[:20]:  # warm-up: lazy caches
+        converter.candidates(pinyin, k=5, context=context)
+    rows.clear()
+    started = time.perf_counter()
+    for pinyin, context in typed:
+        converter.candidates(pinyin, k=5, context=context)
+    elapsed = time.perf_counter() - started
+    return {"keystrokes": keys, "ms_per_keystroke": round(1000 * elapsed / keys, 2),
+            "readings_per_keystroke": round(sum(rows) / keys, 2)}
+
+
+def write_json(path: Path | None, report: dict) -> None:
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="model folder [default: the shipped model]")
@@ -139,9 +173,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help=f"at most {MAX_SECONDS}")
     parser.add_argument("--typing-ms", type=float, default=0.0,
                         help="mean pause between a client's keystrokes (0: none)")
+    parser.add_argument("--in-process", type=int, default=0, metavar="KEYS",
+                        help="instead, time KEYS keystrokes of the same stream in this process, "
+                             "without a server: the conversions' own cost")
     parser.add_argument("--out", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args()
     seconds = min(max(args.seconds, 1.0), MAX_SECONDS)
+    if args.in_process > 0:
+        report = in_process(args.model, args.backend, args.in_process)
+        print(f"in process: {report['ms_per_keystroke']} ms per keystroke, "
+              f"{report['readings_per_keystroke']} readings decoded per keystroke")
+        write_json(args.out, report)
+        return
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -162,9 +205,7 @@ def main() -> None:
           f"typing every {report['typing_ms']} ms, {report['seconds']} s: "
           f"{report['requests_per_s']} requests/s, p50 {report['p50_ms']} ms, "
           f"p99 {report['p99_ms']} ms, errors {report['errors']}")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json(args.out, report)
 
 
 if __name__ == "__main__":
