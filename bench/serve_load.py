@@ -1,15 +1,16 @@
 """Load benchmark of `pinzi serve`: many input-method clients typing at once on loopback.
 
-Starts ``pinzi serve --model M`` on a free loopback port, then runs ``--clients`` concurrent
-clients (default 50) for ``--seconds`` (default 10, at most 120). Each client types sentences
-keystroke by keystroke: every prefix of a sentence's pinyin is one ``POST /v1/candidates``
-with the previous sentence as context, sent as soon as the last answer came back, or
-``--typing-ms`` after it (a person's pause between keys: 150 ms is 400 keys a minute, a fast
-typist). Prints requests/s, latency percentiles and the error count, then stops the server
-(SIGTERM).
+Starts ``pinzi serve --model M --workers W`` on a free loopback port, then runs ``--clients``
+concurrent clients (default 50) for ``--seconds`` (default 10, at most 120), with aiohttp (the
+``bench`` extra). Each client types sentences keystroke by keystroke: every prefix of a
+sentence's pinyin is one ``POST /v1/candidates`` with the previous sentence as context, sent
+as soon as the last answer came back, or ``--typing-ms`` after it (a person's pause between
+keys: 150 ms is 400 keys a minute, a fast typist). Prints requests/s, latency percentiles and
+the error count, then stops the server (SIGTERM).
 
     .venv/bin/python bench/serve_load.py                          # the shipped model, flat out
     .venv/bin/python bench/serve_load.py --typing-ms 150          # 50 people typing fast
+    .venv/bin/python bench/serve_load.py --typing-ms 150 --workers 2   # one process per core
     .venv/bin/python bench/serve_load.py --model runs/x/model --backend torch --clients 8
     .venv/bin/python bench/serve_load.py --in-process 2000       # the conversions alone
 

@@ -355,8 +355,8 @@ def serve(
     ] = None,
     backend: Annotated[str, typer.Option(help=_BACKEND_HELP)] = "auto",
     threads: Annotated[int, typer.Option(
-        min=1, help="Model threads per request. Requests run in parallel, so 1 suits many "
-                    "clients; more can speed up one client on a big model.")] = 1,
+        min=1, help="Model threads per request. 1 suits many clients (--workers puts more "
+                    "cores to work); more can speed up one client on a big model.")] = 1,
     adapter: Annotated[list[str] | None, typer.Option(
         help="Also load this LoRA adapter of the model (from `pinzi finetune --lora`), as "
              "NAME=DIR or DIR (named after its folder); a request picks it with "
