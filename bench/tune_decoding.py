@@ -1,4 +1,4 @@
-"""Tune decoding on *validation* text: n-gram weight, readings and the reading-cost gap.
+"""Tune decoding on *validation* text: n-gram weight, readings, reading-cost gap, lexicon.
 
     python bench/tune_decoding.py --data work/general --weights 0.5,1.0,1.5,2.0 \
         --readings 1,4 --forms spaced,continuous,abbreviated
@@ -22,6 +22,9 @@ from pathlib import Path
 from pinzi import Converter
 from pinzi.converter import LM_WEIGHT, MAX_COST_GAP
 from pinzi.evaluate import FORMS, clauses_from_lines, evaluate_clauses, read_clauses
+from pinzi.lexicon import Lexicon
+
+LEXICONS = {"attested": Lexicon.attested, "all": Lexicon.default}
 
 
 def numbers(kind):
@@ -60,6 +63,8 @@ def main() -> None:
                         help="readings (segmentations) of the input decoded at most per line")
     parser.add_argument("--gaps", type=numbers(int), default=[MAX_COST_GAP],
                         help="decode readings costing at most this much above the best one")
+    parser.add_argument("--lexicons", default="attested",
+                        help="candidates: attested (readings some word uses, the default) or all")
     parser.add_argument("--forms", default="spaced")
     parser.add_argument("--limit", type=int, default=400, help="clauses per file (or folder)")
     args = parser.parse_args()
@@ -70,9 +75,12 @@ def main() -> None:
     for form in args.forms.split(","):
         if form not in FORMS:
             parser.error(f"unknown form {form}")
-        for weight, readings, gap in itertools.product(args.weights, args.readings, args.gaps):
-            converter = Converter(counter, base.tokenizer, ngram=base.ngram, lm_weight=weight,
-                                  readings=readings, max_cost_gap=gap)
+        for lexicon, weight, readings, gap in itertools.product(
+                args.lexicons.split(","), args.weights, args.readings, args.gaps):
+            if lexicon not in LEXICONS:
+                parser.error(f"unknown lexicon {lexicon}")
+            converter = Converter(counter, base.tokenizer, LEXICONS[lexicon](), ngram=base.ngram,
+                                  lm_weight=weight, readings=readings, max_cost_gap=gap)
             correct = chars = clauses = 0
             counter.rows = 0
             start = time.perf_counter()
@@ -86,7 +94,7 @@ def main() -> None:
                     print(f"  {name:<30} char acc {100 * result['char_acc']:.2f}  "
                           f"exact {100 * result['exact']:.2f}")
             per_clause = (time.perf_counter() - start) / clauses * 1000
-            print(f"{form:<12} weight {weight:<4} readings {readings} gap {gap:<5} "
+            print(f"{form:<12} {lexicon:<8} weight {weight:<4} readings {readings} gap {gap:<5} "
                   f"char acc {100 * correct / chars:.2f}  rows {counter.rows / clauses:.2f}  "
                   f"{per_clause:.1f} ms/clause", flush=True)
 

@@ -71,6 +71,12 @@ def test_syllables_no_character_reads_do_not_win_for_free():
         assert not any(c.isascii() for text in found for c in text), found
 
 
+def test_candidates_leave_out_readings_no_word_uses():
+    shipped = Converter.from_pretrained()
+    found = [text for text, _ in shipped.candidates("xian", k=20)]
+    assert found[0] == "现" and "省" not in found  # 省 is read xian in no word
+
+
 def test_candidates_are_ranked_and_distinct(converter):
     ranked = converter.candidates("woaibeijing", k=5)
     texts = [t for t, _ in ranked]

@@ -85,6 +85,20 @@ def test_candidates_are_ordered_by_use_with_that_reading(lex: Lexicon) -> None:
     assert ranks == sorted(ranks, reverse=True)
 
 
+def test_attested_drops_readings_no_word_uses(lex: Lexicon) -> None:
+    attested = Lexicon.attested()
+    assert Lexicon.attested() is attested
+    assert "省" in lex.chars_for("xian") and "省" not in attested.chars_for("xian")
+    assert attested.syllables_for("省") == ("sheng", "xing")
+    assert attested.syllables_for("行") == lex.syllables_for("行")  # all three are used
+    assert attested.chars_for("zhei") == ("这",)  # the only character of its syllable
+    assert attested.chars == lex.chars
+    # every character stays typeable, and every syllable keeps a character
+    assert all(attested.syllables_for(ch) for ch in lex.chars)
+    assert all(attested.chars_for(s) for s in SYLLABLES if lex.chars_for(s))
+    assert all(set(attested.syllables_for(ch)) <= set(lex.syllables_for(ch)) for ch in lex.chars)
+
+
 def test_initials_keep_z_and_zh_apart(lex: Lexicon) -> None:
     z, zh = set(lex.chars_for_initial("z")), set(lex.chars_for_initial("zh"))
     assert "在" in z and "中" not in z

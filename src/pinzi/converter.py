@@ -59,7 +59,7 @@ class Converter:
                  max_cost_gap: int = MAX_COST_GAP):
         self.scorer = scorer
         self.tokenizer = tokenizer
-        self.lexicon = lexicon or Lexicon.default()
+        self.lexicon = lexicon or Lexicon.attested()
         self.beam, self.readings, self.max_context = beam, readings, max_context
         self.max_cost_gap = max_cost_gap
         self.userdict = userdict or UserDict()

@@ -49,8 +49,27 @@ class Lexicon:
     @functools.cache
     def default(cls) -> Lexicon:
         """The lexicon shipped with pinzi (loaded once, about 0.1 s)."""
-        text = resources.files("pinzi").joinpath("resources/lexicon.tsv").read_text("utf-8")
-        return cls(cls._parse(text))
+        return cls(cls._parse(_shipped_text()))
+
+    @classmethod
+    @functools.cache
+    def attested(cls) -> Lexicon:
+        """The shipped lexicon without the readings no word attests: what decoding offers.
+
+        A polyphone's reading that no word of jieba's dictionary uses (省 read xian, 价 read
+        jie: count 0) is left out. Kept: every reading of a character with no counted reading
+        at all (rare characters stay typeable), and the readings of a syllable no counted
+        character has (这 read zhei, 嗯 read ng). Measured on dev text (docs/model_card.md).
+        """
+        entries = cls._parse(_shipped_text())
+        counted = {r for _, _, readings, counts in entries
+                   for r, n in zip(readings, counts, strict=True) if n}
+        attested = []
+        for ch, freq, readings, counts in entries:
+            kept = [(r, n) for r, n in zip(readings, counts, strict=True)
+                    if n or not any(counts) or r not in counted]
+            attested.append((ch, freq, tuple(r for r, _ in kept), tuple(n for _, n in kept)))
+        return cls(attested)
 
     @classmethod
     def from_file(cls, path: str | PathLike[str]) -> Lexicon:
@@ -104,6 +123,10 @@ class Lexicon:
 
     def __len__(self) -> int:
         return len(self.chars)
+
+
+def _shipped_text() -> str:
+    return resources.files("pinzi").joinpath("resources/lexicon.tsv").read_text("utf-8")
 
 
 def _index(weight: dict[tuple[str, str], int], rank: dict[str, int]) -> dict[str, tuple[str, ...]]:
