@@ -383,8 +383,6 @@ def serve(
     levels = ("debug", "info", "warning", "error")
     if log_level not in levels:
         raise fail(f"unknown --log-level {log_level!r}; choose from: {', '.join(levels)}")
-    # PyTorch's threads are process-wide. Several threads per request, each spinning while it
-    # waits, slowed every request several times over under load.
     adapters: dict[str, str] = {}
     for given in adapter or []:
         name, _, folder = given.partition("=") if "=" in given else ("", "", given)
@@ -392,6 +390,8 @@ def serve(
         if not name or not folder or name in adapters:
             raise fail(f"--adapter {given!r}: give NAME=DIR or DIR, each name once")
         adapters[name] = folder
+    # PyTorch's threads are process-wide. Several threads per request, each spinning while it
+    # waits, slowed every request several times over under load: hence --threads 1.
     config = ServeConfig(model=model, backend=backend, threads=threads, api_key=api_key or None,
                          cors_origins=tuple(cors_origin or ()), classifier=classifier,
                          adapters=adapters)

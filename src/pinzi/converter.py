@@ -6,10 +6,11 @@
 '我爱北京天安门'
 
 How a line is converted: the pinyin core proposes the few most plausible readings of the input
-(``xian`` / ``xi'an``), each reading becomes one model input (committed context characters,
+(``fan gan`` / ``fang an``), each reading becomes one model input (committed context characters,
 then pass-through text as characters and pinyin pieces as syllable or initial tokens), one
-batched forward pass scores every position's candidates (only characters readable that way),
-and a beam search ranks whole conversions; the best reading wins on its conversion's score.
+batched forward pass scores every position's candidates (only characters some word reads that
+way), and a beam search ranks whole conversions; the best reading wins on its conversion's
+score.
 """
 
 from __future__ import annotations
