@@ -11,6 +11,7 @@ the error count, then stops the server (SIGTERM).
     .venv/bin/python bench/serve_load.py                          # the shipped model, flat out
     .venv/bin/python bench/serve_load.py --typing-ms 150          # 50 people typing fast
     .venv/bin/python bench/serve_load.py --typing-ms 150 --workers 2   # one process per core
+    .venv/bin/python bench/serve_load.py --typing-ms 150 --p99-target 100   # exit 1 if missed
     .venv/bin/python bench/serve_load.py --model runs/x/model --backend torch --clients 8
     .venv/bin/python bench/serve_load.py --in-process 2000       # the conversions alone
 
@@ -177,6 +178,8 @@ def main() -> None:
     parser.add_argument("--in-process", type=int, default=0, metavar="KEYS",
                         help="instead, time KEYS keystrokes of the same stream in this process, "
                              "without a server: the conversions' own cost")
+    parser.add_argument("--p99-target", type=float, metavar="MS",
+                        help="exit with status 1 when p99 is over MS or any request failed")
     parser.add_argument("--out", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args()
     seconds = min(max(args.seconds, 1.0), MAX_SECONDS)
@@ -207,6 +210,9 @@ def main() -> None:
           f"{report['requests_per_s']} requests/s, p50 {report['p50_ms']} ms, "
           f"p99 {report['p99_ms']} ms, errors {report['errors']}")
     write_json(args.out, report)
+    if args.p99_target is not None and (report["p99_ms"] > args.p99_target or report["errors"]):
+        sys.exit(f"missed the target: p99 {report['p99_ms']} ms (target {args.p99_target:g}), "
+                 f"{report['errors']} errors")
 
 
 if __name__ == "__main__":
