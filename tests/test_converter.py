@@ -15,6 +15,11 @@ from pinzi.pinyin import parse, segmentations
 
 
 @pytest.fixture(scope="module")
+def shipped() -> Converter:
+    return Converter.from_pretrained()
+
+
+@pytest.fixture(scope="module")
 def converter(tiny_model) -> Converter:
     # The model alone: an n-gram model counted from 20 sentences says little (tested separately).
     return Converter.from_pretrained(tiny_model, ngram=None)
@@ -61,18 +66,16 @@ def test_only_readings_close_to_the_best_are_decoded(converter):
     assert rows[-1] == 4  # the `readings` limit
 
 
-def test_syllables_no_character_reads_do_not_win_for_free():
+def test_syllables_no_character_reads_do_not_win_for_free(shipped):
     # The shipped vocabulary has no character read "eng" or "den": a reading with them would
     # keep those letters at no cost in the model's score ("nin eng" over "ni neng").
-    shipped = Converter.from_pretrained()
     for typed, best in [("nineng", "你能"), ("qudedene", "取得的呢"), ("zijinengyong", "自己能用")]:
         found = [text for text, _ in shipped.candidates(typed, k=5)]
         assert found[0] == best
         assert not any(c.isascii() for text in found for c in text), found
 
 
-def test_candidates_leave_out_readings_no_word_uses():
-    shipped = Converter.from_pretrained()
+def test_candidates_leave_out_readings_no_word_uses(shipped):
     found = [text for text, _ in shipped.candidates("xian", k=20)]
     assert found[0] == "现" and "省" not in found  # 省 is read xian in no word
 
@@ -158,8 +161,7 @@ def test_the_shipped_model_converts_on_onnxruntime_without_torch():
     assert found == ["onnx", "我爱北京天安门", "False"]
 
 
-def test_the_shipped_int8_graph_converts_like_the_torch_weights():
-    int8 = Converter.from_pretrained()
+def test_the_shipped_int8_graph_converts_like_the_torch_weights(shipped):
     full = Converter.from_pretrained(backend="torch")
-    assert int8.scorer.name == "onnx" and full.scorer.name == "torch"
-    assert [int8.convert(line) for line in NEWS] == [full.convert(line) for line in NEWS]
+    assert shipped.scorer.name == "onnx" and full.scorer.name == "torch"
+    assert [shipped.convert(line) for line in NEWS] == [full.convert(line) for line in NEWS]

@@ -126,9 +126,9 @@ class Converter:
         best_cost, best = found[0]
         # Letters kept as typed cost nothing in the model's score, so a reading may not keep
         # more of them than the best reading does, or it would win for free ("nin eng").
-        letters = self._kept_letters(best)
-        readings = [r for cost, r in found
-                    if cost - best_cost <= self.max_cost_gap and self._kept_letters(r) <= letters]
+        kept = [self._kept_letters(r) for _, r in found]
+        readings = [r for (cost, r), letters in zip(found, kept, strict=True)
+                    if cost - best_cost <= self.max_cost_gap and letters <= kept[0]]
         if sum(map(_size, best)) > WINDOW:  # long text: one reading, window by window
             return [(self._convert_long(best, context, userdict), 0.0)]
         scored: dict[str, float] = {}

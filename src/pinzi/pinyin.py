@@ -344,8 +344,8 @@ def scored_segmentations(
 ) -> list[tuple[int, list[Piece]]]:
     """Every reading of typed input as (cost, pieces), cheapest first, at most `limit`.
 
-    A reading costs 10 per piece, 10 more per initial and 5 more per unfinished syllable,
-    1 more per zero-initial syllable inside a run and 3 more per syllabic nasal (``ng``).
+    The cost is the sum of its pieces' costs (``_PIECE`` and the surcharges beside it; the
+    rules are in docs/pinyin.md, "Ranking").
 
     Each reading re-joins to the normalised input:
     ``"".join(p.text for p in seg).lower() == normalize_input(text).lower()``.
