@@ -20,19 +20,18 @@ JSON (same name, .json); prints the table too.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
+from peers import PeerEngine, PeerError, add_peer_options, peer_names
+
 from pinzi.evaluate import (
     DEFAULT_SEED,
     FORMS,
-    PeerEngine,
-    PeerError,
-    add_peer_options,
     evaluate_clauses,
-    peer_names,
     pinyin_input,
     read_clauses,
     score,
@@ -93,14 +92,17 @@ def run(args: argparse.Namespace) -> dict:
     if not args.no_model:
         import torch
 
-        from pinzi.converter import Converter
-        from pinzi.model import ModelLoadError
+        from pinzi.converter import Converter, DecodingConfig
+        from pinzi.errors import PinziError
+        from pinzi.hub import resolve_model
 
         torch.set_num_threads(1)  # the machine is shared; one core keeps runs comparable
         try:
-            options = {} if args.lm_weight is None else {"lm_weight": args.lm_weight}
-            converter = Converter.from_pretrained(args.model, **options)
-        except (ModelLoadError, OSError) as error:
+            converter = Converter.from_pretrained(args.model)
+            if args.lm_weight is not None:
+                decoding = DecodingConfig.load(resolve_model(args.model))
+                converter.decoding = dataclasses.replace(decoding, lm_weight=args.lm_weight)
+        except (PinziError, OSError) as error:
             raise SystemExit(f"error: {error} (pick one with --model, or run --no-model)"
                              ) from None
     results: dict = {}

@@ -33,15 +33,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from peers import PeerEngine, PeerError, add_peer_options, convert_parallel, peer_names
 
 from pinzi.evaluate import (
     FORMS,
     Clause,
-    PeerEngine,
-    PeerError,
-    add_peer_options,
-    convert_parallel,
-    peer_names,
     pinyin_input,
     read_clauses,
     score,
@@ -117,12 +113,12 @@ def measure_model(args: argparse.Namespace, clauses: list[Clause],
                   by_length: dict[int, list[Clause]], folder: str | None, backend: str) -> dict:
     """One pinzi backend; ``folder`` holds the model (an exported one for onnx)."""
     from pinzi.converter import Converter
-    from pinzi.tokenizer import ModelLoadError
+    from pinzi.errors import PinziError
 
     start = time.perf_counter()
     try:
         converter = Converter.from_pretrained(folder, backend=backend, threads=1)
-    except (ModelLoadError, OSError) as error:
+    except (PinziError, OSError) as error:
         raise SystemExit(f"error: {error} (pick one with --model, or run --no-model)") from None
     converter.convert(PeerEngine.WARMUP)
     load_s = time.perf_counter() - start

@@ -15,12 +15,13 @@ combination of form, weight, readings and gap, per file and over all of them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import time
 from pathlib import Path
 
 from pinzi import Converter
-from pinzi.converter import LM_WEIGHT, MAX_COST_GAP
+from pinzi.converter import DecodingConfig
 from pinzi.evaluate import FORMS, clauses_from_lines, evaluate_clauses, read_clauses
 from pinzi.lexicon import Lexicon
 
@@ -33,10 +34,10 @@ def numbers(kind):
 
 def load_sets(paths: list[str], limit: int) -> dict[str, list]:
     if len(paths) == 1 and Path(paths[0]).is_dir():
-        from datasets import load_from_disk
+        from pinzi.corpus import load_prepared
 
-        valid = load_from_disk(paths[0])["valid"]
-        lines = valid.select(range(0, len(valid), max(1, len(valid) // limit)))["text"]
+        valid = load_prepared(paths[0])["valid"].texts()
+        lines = valid[:: max(1, len(valid) // limit)]
         return {paths[0]: clauses_from_lines(lines, limit=limit)}
     return {path: read_clauses(path, limit=limit) for path in paths}
 
@@ -58,10 +59,10 @@ def main() -> None:
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     parser.add_argument("--data", required=True, nargs="+",
                         help="a prepared folder, or validation text files")
-    parser.add_argument("--weights", type=numbers(float), default=[LM_WEIGHT])
+    parser.add_argument("--weights", type=numbers(float), default=[DecodingConfig.lm_weight])
     parser.add_argument("--readings", type=numbers(int), default=[4],
                         help="readings (segmentations) of the input decoded at most per line")
-    parser.add_argument("--gaps", type=numbers(int), default=[MAX_COST_GAP],
+    parser.add_argument("--gaps", type=numbers(float), default=[DecodingConfig.max_cost_gap],
                         help="decode readings costing at most this much above the best one")
     parser.add_argument("--lexicons", default="attested",
                         help="candidates: attested (readings some word uses, the default) or all")
@@ -79,8 +80,10 @@ def main() -> None:
                 args.lexicons.split(","), args.weights, args.readings, args.gaps):
             if lexicon not in LEXICONS:
                 parser.error(f"unknown lexicon {lexicon}")
+            decoding = dataclasses.replace(base.decoding, lm_weight=weight, readings=readings,
+                                           max_cost_gap=gap)
             converter = Converter(counter, base.tokenizer, LEXICONS[lexicon](), ngram=base.ngram,
-                                  lm_weight=weight, readings=readings, max_cost_gap=gap)
+                                  decoding=decoding)
             correct = chars = clauses = 0
             counter.rows = 0
             start = time.perf_counter()

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import torch
 
-from pinzi.converter import shipped_model_path
+from pinzi.converter import DECODING_FILE
 from pinzi.export import export_onnx
+from pinzi.hub import shipped_model_path
 from pinzi.model import PinziForPinyin, load_pretrained
 
-SHIPPED_FILES = ("vocab.json", "ngram.npz")
+SHIPPED_FILES = ("vocab.json", "ngram.npz", DECODING_FILE)
 
 
 def main(run_dir: str) -> None:

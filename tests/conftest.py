@@ -22,7 +22,7 @@ SENTENCES = [
 # Settings under which the tiny model learns SENTENCES completely within a few seconds.
 TINY_SETTINGS = dict(max_steps=250, eval_every=50, save_every=50, batch_tokens=512,
                      learning_rate=3e-3, warmup_steps=10, dropout=0.0, all_pinyin=0.8,
-                     log_every=10)
+                     log_every=10, preset="tiny")
 
 
 @pytest.fixture(scope="session")
@@ -30,29 +30,28 @@ def tiny_corpus(tmp_path_factory) -> Path:
     """SENTENCES prepared by the real pipeline, with valid = train (the goal is to learn them)."""
     import shutil
 
-    from datasets import DatasetDict, load_from_disk
-
+    from pinzi.corpus import CHARS_FILE, SPLITS, CorpusWriter, load_prepared
     from pinzi.data import prepare
 
     root = tmp_path_factory.mktemp("corpus")
     (root / "train.txt").write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
     prepare([str(root / "train.txt")], root / "prepared", num_workers=1, progress=False)
-    splits = load_from_disk(str(root / "prepared"))
+    train = load_prepared(root / "prepared")["train"]
     out = root / "learn"
-    DatasetDict({"train": splits["train"], "valid": splits["train"],
-                 "test": splits["train"]}).save_to_disk(str(out))
-    shutil.copy(root / "prepared" / "chars.tsv", out / "chars.tsv")
+    with CorpusWriter(out) as writer:
+        for split in SPLITS:
+            writer.add(split, train.rows())
+    shutil.copy(root / "prepared" / CHARS_FILE, out / CHARS_FILE)
     return out
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_corpus, tmp_path_factory) -> Path:
     """A tiny converter trained on SENTENCES (about ten seconds)."""
-    from pinzi.denoise import train_converter
+    from pinzi.pretrain import pretrain
 
     out = tmp_path_factory.mktemp("tiny-model")
-    summary = train_converter(tiny_corpus, out, preset="tiny", settings=dict(TINY_SETTINGS),
-                              progress=False)
+    summary = pretrain(tiny_corpus, out, settings=dict(TINY_SETTINGS), progress=False)
     assert summary["best_char_acc"] == 1.0
     return out
 
@@ -68,6 +67,7 @@ def lora_run(tiny_model, tiny_corpus, tmp_path_factory):
     from pinzi.finetune import finetune
 
     out = tmp_path_factory.mktemp("lora")
-    report = finetune(tiny_model, tiny_corpus, out, lora=True, rank=4, alpha=8,
-                      settings=dict(QUICK), general_test=[], eval_limit=8, progress=False)
+    report = finetune(tiny_model, tiny_corpus, out, lora=True,
+                      settings=dict(QUICK, rank=4, alpha=8), general_test=[], eval_limit=8,
+                      progress=False)
     return out, report

@@ -1,41 +1,29 @@
-"""Text classification (pinzi.classify): data files, metrics by hand, both kinds of base, the CLI.
+"""Text classification end to end (pinzi.classify): both kinds of base, full and LoRA training,
+the settings, the data files, the CLI and the server.
 
 Every model here is tiny and built in the test (a random pinzi encoder, a 2-layer BERT with a
 15-character vocabulary), so the whole file runs in seconds and never touches the network.
+The figures are tested in test_metrics.py, the training task in test_classify_task.py and the
+inference pieces in test_classifier.py.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from pinzi.classify import (
-    ClassificationTask,
-    ClassifyConfig,
-    ClassifyError,
-    Encoded,
-    HFClassifier,
-    PinziTextEncoder,
-    TextClassifier,
-    average_ranks,
-    classification_report,
-    confusion_matrix,
-    epoch_order,
-    inverse_frequency_weights,
-    label_order,
-    read_labelled,
-    roc_auc,
-    train_classifier,
-)
+from pinzi.classifier import Prediction, TextClassifier
+from pinzi.classify import train_classifier
+from pinzi.classify_task import HEADS, load_base
 from pinzi.cli import app
+from pinzi.errors import DataError, ModelLoadError, SettingsError
+from pinzi.io import read_labelled
+from pinzi.lora import LoraSettings, apply_lora
 
 torch.set_num_threads(1)
 runner = CliRunner()
@@ -48,8 +36,9 @@ TRAIN = [(label, f"{s}{a}{w}") for label, words in (("1", POSITIVE), ("0", NEGAT
 DEV = [(label, f"{s}非常{w}") for label, words in (("1", POSITIVE), ("0", NEGATIVE))
        for s in SUBJECTS for w in words]
 # Learns TRAIN to 100% dev accuracy within 10-20 steps; stops early after that.
-FAST = ["--set", "eval_every=10", "--set", "save_every=60", "--set", "batch_tokens=256",
-        "--set", "learning_rate=3e-3", "--set", "warmup_steps=5", "--set", "patience=3"]
+FAST_SETTINGS = dict(eval_every=10, save_every=60, batch_tokens=256, learning_rate=3e-3,
+                     warmup_steps=5, patience=3)
+FAST = [arg for key, value in FAST_SETTINGS.items() for arg in ("--set", f"{key}={value}")]
 
 
 def write_tsv(path: Path, rows, header: str = "label\ttext") -> Path:
@@ -99,32 +88,42 @@ def tiny_bert(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(files, tiny_base, tmp_path_factory) -> Path:
-    """`pinzi classify train` on the separable task, through the CLI."""
+    """`train_classifier` on the separable task, with a test file (the dev file again)."""
     out = tmp_path_factory.mktemp("classifier")
-    result = runner.invoke(app, ["classify", "train", "--base", str(tiny_base),
-                                 "--train", str(files["train"]), "--dev", str(files["dev"]),
-                                 "--test", str(files["dev"]), "--out", str(out),
-                                 "--max-steps", "60", *FAST])
-    assert result.exit_code == 0, result.output
-    assert "accuracy" in result.stdout
+    warnings = []
+    summary = train_classifier(str(tiny_base), files["train"], files["dev"], out,
+                               test_file=files["dev"], settings=dict(max_steps=60,
+                                                                     **FAST_SETTINGS),
+                               progress=False, warn=warnings.append)
+    assert summary["dev"]["accuracy"] == 1.0
+    assert warnings == []
     return out
 
 
 # ---- learning -----------------------------------------------------------------------------------
-def test_a_tiny_pinzi_encoder_learns_the_separable_task(trained):
+def test_a_tiny_pinzi_encoder_learns_the_separable_task(trained, files):
     metrics = json.loads((trained / "metrics.json").read_text())
     assert metrics["dev"]["accuracy"] == 1.0 and metrics["test"]["macro_f1"] == 1.0
     assert metrics["dev"]["auc"] == 1.0
+    assert metrics["dev"]["file"] == str(files["dev"]) and metrics["dev"]["examples"] == len(DEV)
     for name in ("config.json", "model.safetensors", "vocab.json", "classify.json",
-                 "confusion_dev.png", "confusion_test.png", "curves.png"):
+                 "confusion_dev.png", "confusion_test.png", "curves.png", "settings.json"):
         assert (trained / name).is_file(), name
     info = json.loads((trained / "classify.json").read_text())
-    assert info["labels"] == ["0", "1"] and info["kind"] == "pinzi"
+    assert info["labels"] == ["0", "1"] and info["kind"] == "pinzi" and info["lora"] is False
+    # the settings used: the classification defaults, the learning rate of the caller
+    settings = json.loads((trained / "settings.json").read_text())
+    assert settings["train"]["learning_rate"] == 3e-3 and settings["train"]["max_steps"] == 60
+    assert settings["classify"] == {"metric": "accuracy", "max_length": 256,
+                                    "class_weights": False, "oversample": False}
 
     classifier = TextClassifier.load(trained)
     answers = classifier.predict(["房间真棒", "", "味道太差", "   "])
-    assert [label for label, _ in answers] == ["1", "", "0", ""]
-    assert answers[0][1] > 0.5 and answers[1] == ("", 0.0)
+    assert [answer.label for answer in answers] == ["1", "", "0", ""]
+    assert answers[1].prob == 0.0 and answers[1].probs == {}
+    assert set(answers[0].probs) == {"0", "1"}
+    assert answers[0].prob == answers[0].probs["1"] > answers[0].probs["0"]
+    assert answers[2].prob == answers[2].probs["0"] > answers[2].probs["1"]
 
 
 def test_a_saved_classifier_keeps_its_number_of_labels(tmp_path):
@@ -142,166 +141,99 @@ def test_lora_trains_adapters_and_saves_a_plain_merged_model(files, tiny_base, t
     pytest.importorskip("peft")
     from safetensors.torch import load_file
 
-    seen = {}
-
-    def on_step(step, loss):
-        seen["loss"] = loss
-
-    summary = train_classifier(str(tiny_base), files["train"], files["dev"], tmp_path,
-                               settings=dict(lora=True, max_steps=30, eval_every=10,
-                                             batch_tokens=256, learning_rate=1e-2,
-                                             warmup_steps=3, patience=2),
-                               progress=False, on_step=on_step)
+    losses = []
+    summary = train_classifier(str(tiny_base), files["train"], files["dev"], tmp_path, lora=True,
+                               settings=[dict(max_steps=30, eval_every=10, batch_tokens=256,
+                                              learning_rate=1e-2, warmup_steps=3, patience=2),
+                                         {"lora.rank": 4}],
+                               progress=False, on_step=lambda step, loss: losses.append(loss))
     assert summary["dev"]["accuracy"] == 1.0
+    assert len(losses) == summary["steps"] and losses[-1] < losses[0]
     saved = load_file(str(tmp_path / "model.safetensors"))
-    assert not [k for k in saved if "lora" in k or "modules_to_save" in k]
+    assert not [k for k in saved if "lora" in k or "base_layer" in k]
     base = load_file(str(tiny_base / "model.safetensors"))
     # The embeddings are not adapted; the attention weights carry the merged update.
     assert torch.equal(saved["encoder.embed.weight"], base["encoder.embed.weight"])
     assert not torch.equal(saved["encoder.blocks.0.attn.qkv.weight"],
                            base["encoder.blocks.0.attn.qkv.weight"])
-    assert TextClassifier.load(tmp_path).predict(["服务很棒"])[0][0] == "1"
+    settings = json.loads((tmp_path / "settings.json").read_text())
+    assert settings["lora"] == {"rank": 4, "alpha": 16, "dropout": 0.1, "targets": ""}
+    assert json.loads((tmp_path / "classify.json").read_text())["lora"] is True
+    assert TextClassifier.load(tmp_path).predict(["服务很棒"])[0].label == "1"
 
 
 def test_a_local_hugging_face_bert_loads_by_path_and_trains(files, tiny_bert, tmp_path):
     summary = train_classifier(str(tiny_bert), files["train"], files["dev"], tmp_path,
                                settings=dict(max_steps=4, eval_every=2, batch_tokens=256,
                                              class_weights=True), progress=False)
-    assert summary["steps"] == 4 and 0.0 <= summary["dev"]["accuracy"] <= 1.0
+    assert summary["steps"] == 4
     assert json.loads((tmp_path / "classify.json").read_text())["kind"] == "hf"
+    settings = json.loads((tmp_path / "settings.json").read_text())
+    assert settings["train"]["learning_rate"] == 3e-5  # the default for a Hugging Face base
+    assert settings["classify"]["class_weights"] is True
     classifier = TextClassifier.load(tmp_path)
     assert type(classifier.model).__name__ == "BertForSequenceClassification"
     assert classifier.labels == ["0", "1"]
+    # the figures reported are those of the saved folder
+    again = classifier.evaluate(read_labelled(files["dev"]))
+    assert again["confusion"] == summary["dev"]["confusion"]
+    assert sum(map(sum, again["confusion"])) == len(DEV)
     answers = classifier.predict(["服务很好", ""])
-    assert answers[0][0] in ("0", "1") and answers[1] == ("", 0.0)
+    assert answers[0].prob == max(answers[0].probs.values())
+    assert sum(answers[0].probs.values()) == pytest.approx(1.0)
+    assert answers[1] == Prediction("", 0.0, {})
 
 
 def test_hugging_face_lora_keeps_the_classifier_trainable(files, tiny_bert, tmp_path):
     pytest.importorskip("peft")
-    from pinzi.classify import apply_lora, load_base
+    from safetensors.torch import load_file
 
-    model, _ = load_base(str(tiny_bert), ["0", "1"])
-    peft_model = apply_lora(model, "hf", ClassifyConfig(lora=True))
-    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    model, _ = load_base(str(tiny_bert), "hf", ["0", "1"])
+    apply_lora(model, LoraSettings(), train_also=HEADS)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert any("lora_A" in n for n in trainable) and any("classifier" in n for n in trainable)
     assert not any("word_embeddings" in n for n in trainable)
     summary = train_classifier(str(tiny_bert), files["train"], files["dev"], tmp_path,
-                               settings=dict(lora=True, max_steps=2, eval_every=2,
-                                             batch_tokens=256), progress=False)
+                               lora=True, settings=dict(max_steps=2, eval_every=2,
+                                                        batch_tokens=256), progress=False)
     assert summary["steps"] == 2
-    assert TextClassifier.load(tmp_path).predict(["菜很差"])[0][0] in ("0", "1")
+    settings = json.loads((tmp_path / "settings.json").read_text())
+    assert settings["train"]["learning_rate"] == 5e-4  # the default for LoRA on HF
+    saved = load_file(str(tmp_path / "model.safetensors"))
+    base = load_file(str(tiny_bert / "model.safetensors"))
+    assert not [k for k in saved if "lora" in k or "base_layer" in k]
+    layer = "encoder.layer.0.attention.self"
+    # peft's targets for BERT are query and value: key stays the base's, query moved
+    assert torch.equal(saved[f"bert.{layer}.key.weight"], base[f"{layer}.key.weight"])
+    assert not torch.equal(saved[f"bert.{layer}.query.weight"], base[f"{layer}.query.weight"])
+    answer = TextClassifier.load(tmp_path).predict(["菜很差"])[0]
+    assert answer.prob == max(answer.probs.values()) and set(answer.probs) == {"0", "1"}
 
 
-# ---- metrics by hand ----------------------------------------------------------------------------
-def test_metrics_equal_hand_computed_values():
-    gold = [0, 0, 1, 1, 2, 2]
-    pred = [0, 1, 1, 1, 2, 0]
-    assert confusion_matrix(gold, pred, 3).tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
-    report = classification_report(gold, pred, ["a", "b", "c"])
-    # precision: a 1/2, b 2/3, c 1/1; recall: a 1/2, b 2/2, c 1/2; F1: 1/2, 4/5, 2/3
-    assert report["accuracy"] == pytest.approx(4 / 6)
-    assert report["macro_precision"] == pytest.approx((1 / 2 + 2 / 3 + 1) / 3)
-    assert report["macro_recall"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
-    assert report["macro_f1"] == pytest.approx((1 / 2 + 4 / 5 + 2 / 3) / 3)
-    b = report["per_class"][1]
-    assert (b["label"], b["support"]) == ("b", 2)
-    assert b["precision"] == pytest.approx(2 / 3) and b["f1"] == pytest.approx(4 / 5)
-    assert "auc" not in report  # three classes
+# ---- settings -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("settings, message", [
+    ({"lora_r": 4}, "unknown setting 'lora_r'"),
+    ({"metric": "f1"}, "classify.metric in the settings must be one of accuracy, macro_f1"),
+    ({"classify": {"rank": 4}}, "'rank' is not a setting of section 'classify'; it belongs "
+                                "in 'lora'"),
+    ({"lora.rank": 0}, "LoRA needs rank >= 1"),
+])
+def test_bad_settings_are_refused_before_any_file_is_read(tmp_path, settings, message):
+    missing = tmp_path / "missing.tsv"
+    with pytest.raises(SettingsError) as info:
+        train_classifier("no-such-base", missing, missing, tmp_path / "out", lora=True,
+                         settings=settings, progress=False)
+    assert message in str(info.value)
+    assert not (tmp_path / "out").exists()
 
 
-def test_macro_figures_skip_absent_classes_and_zero_unpredicted_ones():
-    # Class "c" never occurs and is never predicted: out of the macro average.
-    # Class "b" occurs but is never predicted: precision 0, recall 0.
-    report = classification_report([0, 0, 1], [0, 0, 0], ["a", "b", "c"])
-    assert report["per_class"][1]["precision"] == 0.0 and report["per_class"][1]["f1"] == 0.0
-    assert report["macro_precision"] == pytest.approx((2 / 3 + 0) / 2)
-    assert report["macro_recall"] == pytest.approx((1 + 0) / 2)
-    assert report["macro_f1"] == pytest.approx((0.8 + 0) / 2)
-
-
-def test_roc_auc_is_the_share_of_correctly_ordered_pairs():
-    positive = [True, True, False, False, True]
-    scores = [0.9, 0.4, 0.4, 0.1, 0.8]
-    # positives {0.9, 0.4, 0.8} x negatives {0.4, 0.1}: 5 pairs ordered, 1 tie (1/2) of 6
-    assert roc_auc(positive, scores) == pytest.approx(5.5 / 6)
-    assert roc_auc([1, 0], [0.2, 0.7]) == 0.0
-    assert math.isnan(roc_auc([1, 1], [0.2, 0.7]))
-    assert average_ranks([3, 1, 3, 2]).tolist() == [3.5, 1.0, 3.5, 2.0]
-    report = classification_report([1, 1, 0, 0, 1], [1, 0, 0, 0, 1], ["0", "1"], scores=scores)
-    assert report["auc"] == pytest.approx(5.5 / 6)
-
-
-def test_label_order_is_numeric_when_labels_are_numbers():
-    assert label_order(["10", "2", "1", "2"]) == ["1", "2", "10"]
-    assert label_order(["酒店", "书籍", "水果"]) == sorted(["酒店", "书籍", "水果"])
-
-
-# ---- class weights and oversampling -------------------------------------------------------------
-def _task(labels, **cfg) -> ClassificationTask:
-    from pinzi.tokenizer import PinziTokenizer
-
-    text = PinziTextEncoder(PinziTokenizer(list("好差")), 16)
-    ids = text.encode(["好" * (1 + i % 4) for i in range(len(labels))])
-    data = Encoded(ids, np.asarray(labels, np.int64))
-    return ClassificationTask(text, data, data, ["0", "1"], ClassifyConfig(**cfg),
-                              batch_tokens=12, seed=7)
-
-
-def test_class_weights_are_inverse_frequency_and_weight_the_loss():
-    labels = [0, 0, 0, 0, 0, 0, 1, 1]
-    # w_c = N / (K n_c): 8 / (2 * 6) and 8 / (2 * 2)
-    assert inverse_frequency_weights(np.asarray(labels), 2).tolist() == pytest.approx([2 / 3, 2])
-    task = _task(labels, class_weights=True)
-    batch = task.make_batch(np.arange(8), (7, 0, 0))
-    assert batch["class_weights"].tolist() == pytest.approx([2 / 3, 2])
-    assert "class_weights" not in _task(labels).make_batch(np.arange(8), (7, 0, 0))
-
-    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    gold = torch.tensor([0, 0, 1])
-    weights = torch.tensor([2 / 3, 2.0])
-    nll = -torch.log_softmax(logits, -1)[torch.arange(3), gold]
-    by_hand = (nll * weights[gold]).sum() / weights[gold].sum()
-
-    class Fixed(torch.nn.Module):  # a "Hugging Face model" that returns these logits
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.zeros(1))
-
-        def forward(self, input_ids, attention_mask=None):
-            return type("Out", (), {"logits": logits + self.w})()
-
-    wrapped = HFClassifier(Fixed())
-    ids = torch.zeros(3, 2, dtype=torch.long)
-    with torch.no_grad():
-        weighted = float(wrapped(ids, labels=gold, class_weights=weights).loss)
-        plain = float(wrapped(ids, labels=gold).loss)
-    assert weighted == pytest.approx(float(by_hand)) and weighted != pytest.approx(plain)
-    assert plain == pytest.approx(float(nll.mean()))
-    assert float(F.cross_entropy(logits, gold, weight=weights)) == pytest.approx(float(by_hand))
-
-
-def test_oversampling_balances_each_epoch_and_batches_are_deterministic():
-    labels = [0, 0, 0, 0, 0, 0, 1, 1]
-    plain, balanced = _task(labels), _task(labels, oversample=True)
-
-    def counts(task, epoch):
-        seen = np.concatenate(task.batches(epoch))
-        return np.bincount(np.asarray(labels)[seen], minlength=2).tolist(), seen
-
-    assert counts(plain, 0)[0] == [6, 2]
-    got, seen = counts(balanced, 0)
-    assert got == [6, 6]
-    assert sorted(seen[np.asarray(labels)[seen] == 1].tolist()) == [6, 6, 6, 7, 7, 7]
-    # a pure function of (seed, epoch); another epoch, another order
-    assert [b.tolist() for b in balanced.batches(3)] == [b.tolist() for b in balanced.batches(3)]
-    assert [b.tolist() for b in plain.batches(0)] != [b.tolist() for b in plain.batches(1)]
-    # the token budget holds (rows x longest, [CLS] included)
-    for batch in balanced.batches(0):
-        longest = max(len(balanced.train_data.ids[i]) for i in batch)
-        assert len(batch) == 1 or len(batch) * longest <= 12
-    rng = np.random.default_rng(0)
-    order = epoch_order(np.asarray([0, 0, 0, 1]), 2, rng, oversample=True)
-    assert np.bincount(np.asarray([0, 0, 0, 1])[order]).tolist() == [3, 3]
+def test_data_errors_come_before_the_base_is_looked_up(files, tmp_path):
+    one_label = write_tsv(tmp_path / "one.tsv", [("1", "很好"), ("1", "很棒")])
+    with pytest.raises(DataError, match="needs at least two labels; the training data has "
+                                        "only '1'"):
+        train_classifier(str(tmp_path / "nope"), one_label, files["dev"], tmp_path / "out")
+    with pytest.raises(ModelLoadError, match="nope"):
+        train_classifier(str(tmp_path / "nope"), files["train"], files["dev"], tmp_path / "out")
 
 
 # ---- bad inputs ---------------------------------------------------------------------------------
@@ -332,20 +264,41 @@ def test_data_files_tsv_csv_and_gz(tmp_path):
 def test_bad_files_give_errors_naming_the_file_and_line(tmp_path, content, column, message):
     path = tmp_path / "bad.tsv"
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(ClassifyError, match="bad.tsv") as info:
+    with pytest.raises(DataError, match="bad.tsv") as info:
         read_labelled(path, text_column=column)
     assert message in str(info.value)
 
 
 def test_invalid_utf8_and_unknown_formats_are_named(tmp_path):
     (tmp_path / "x.tsv").write_bytes(b"label\ttext\n1\t\xff\xfe\n")
-    with pytest.raises(ClassifyError, match=r"x.tsv line 2: not valid UTF-8"):
+    with pytest.raises(DataError, match=r"x.tsv line 2: not valid UTF-8"):
         read_labelled(tmp_path / "x.tsv")
     (tmp_path / "x.json").write_text("{}")
-    with pytest.raises(ClassifyError, match="expected .tsv or .csv"):
+    with pytest.raises(DataError, match="expected .tsv or .csv"):
         read_labelled(tmp_path / "x.json")
-    with pytest.raises(ClassifyError, match="no such data file"):
+    with pytest.raises(DataError, match="no such data file"):
         read_labelled(tmp_path / "missing.tsv")
+
+
+def test_cli_train_passes_its_flags_and_prints_the_tables(files, tiny_base, tmp_path):
+    pytest.importorskip("peft")
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["classify", "train", "--base", str(tiny_base),
+                                 "--train", str(files["train"]), "--dev", str(files["dev"]),
+                                 "--test", str(files["dev"]), "--out", str(out),
+                                 "--max-steps", "20", *FAST, "--lora", "--set", "lora.rank=4",
+                                 "--class-weights", "--oversample", "--metric", "macro_f1"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split("│")[1].strip() for line in result.stdout.splitlines()
+            if line.count("│") > 2]
+    assert "accuracy" in result.stdout and rows[:2] == ["dev", "test"]
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["train"]["max_steps"] == 20 and settings["train"]["eval_every"] == 10
+    assert settings["lora"]["rank"] == 4
+    assert settings["classify"] == {"metric": "macro_f1", "max_length": 256,
+                                    "class_weights": True, "oversample": True}
+    assert json.loads((out / "classify.json").read_text())["lora"] is True
+    assert set(json.loads((out / "metrics.json").read_text())) == {"dev", "test"}
 
 
 def test_cli_rejects_a_dev_label_never_seen_in_training(files, tiny_base, tmp_path):
@@ -372,11 +325,6 @@ def test_cli_errors_for_a_missing_column_and_a_missing_base(files, tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_a_converter_folder_is_not_a_classifier(tiny_base):
-    with pytest.raises(ClassifyError, match="not a text classifier"):
-        TextClassifier.load(tiny_base)
-
-
 # ---- CLI predict and eval -----------------------------------------------------------------------
 def test_cli_predict_from_stdin_keeps_line_alignment(trained):
     lines = ["服务真好".encode(), b"", "菜太烂\r".encode(), b"  ", b"ab\xff", "价格非常棒".encode()]
@@ -385,10 +333,12 @@ def test_cli_predict_from_stdin_keeps_line_alignment(trained):
     assert result.exit_code == 0, result.output
     out = result.stdout.split("\n")
     assert len(out) == len(lines) + 1 and out[-1] == ""
-    assert out[0].split("\t")[0] == "1" and float(out[0].split("\t")[1]) > 0.5
+    # the same answers as the Python API, invalid bytes read as U+FFFD
+    classifier = TextClassifier.load(trained)
+    expected = classifier.predict(["服务真好", "菜太烂", "ab\ufffd", "价格非常棒"])
+    assert [p.label for p in expected[:2] + expected[3:]] == ["1", "0", "1"]
+    assert [out[0], out[2], out[4], out[5]] == [f"{p.label}\t{p.prob:.4f}" for p in expected]
     assert out[1] == "" and out[3] == ""
-    assert out[2].startswith("0\t") and out[5].startswith("1\t")
-    assert out[4].split("\t")[0] in ("0", "1")
     assert "invalid UTF-8" in result.stderr and "line 5" in result.stderr
 
 
@@ -437,6 +387,9 @@ def test_the_server_classifies_with_a_trained_folder(trained):
         assert answer.status_code == 200
         results = answer.json()["results"]
         assert [r["label"] for r in results] == ["1", "", "0"]
-        assert results[0]["prob"] > 0.5 and results[1]["prob"] == 0.0
+        assert results[1]["prob"] == 0.0
+        expected = classifier.predict(["服务很棒", "菜真差"])
+        assert [results[0]["prob"], results[2]["prob"]] == pytest.approx(
+            [p.prob for p in expected])
     result = runner.invoke(app, ["serve", "--help"])
     assert "--classifier" in result.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from typer.main import get_command
 from typer.testing import CliRunner
 
 from pinzi import __version__
@@ -12,11 +13,31 @@ from pinzi.cli import app
 runner = CliRunner()
 
 
-def test_help_lists_every_command():
-    result = runner.invoke(app, ["--help"])
-    assert result.exit_code == 0
-    for command in ("convert", "data", "pretrain"):
-        assert command in result.output
+COMMANDS = {(): {"convert", "data", "pretrain", "eval", "serve", "export", "finetune", "merge",
+                  "classify"},
+            ("data",): {"prepare"}, ("classify",): {"train", "eval", "predict"}}
+
+
+def _listed(output: str) -> set[str]:
+    """The command names of a rich help screen's Commands panel (a row: "│ name  help")."""
+    panel = output.split("Commands")[1]
+    return {line.split()[1] for line in panel.splitlines()
+            if line.startswith("│ ") and not line.startswith("│  ") and len(line.split()) > 1}
+
+
+def test_help_lists_every_command_and_each_one_has_help():
+    for group, names in COMMANDS.items():
+        result = runner.invoke(app, [*group, "--help"])
+        assert result.exit_code == 0
+        assert _listed(result.output) == names, group
+        registered = get_command(app)
+        for part in group:
+            registered = registered.commands[part]
+        assert set(registered.commands) == names  # the test knows every command
+        for name in names - {"data", "classify"}:
+            result = runner.invoke(app, [*group, name, "--help"])
+            assert result.exit_code == 0 and "Usage:" in result.output, (group, name)
+            assert "--help" in result.output
 
 
 def test_version():
@@ -76,7 +97,7 @@ def test_unknown_fuzzy_pair_is_a_clear_error(tiny_model):
 def test_pretrain_reports_bad_settings_without_traceback(tiny_corpus, tmp_path):
     result = runner.invoke(app, ["pretrain", "--data", str(tiny_corpus), "--out", str(tmp_path),
                                  "--preset", "tiny", "--set", "learning_rat=1"])
-    assert result.exit_code == 2 and "did you mean 'learning_rate'" in result.stderr
+    assert result.exit_code == 2 and "did you mean 'train.learning_rate'" in result.stderr
 
 
 def test_pretrain_continues_from_a_base(tiny_model, tiny_corpus, tmp_path):

@@ -8,8 +8,9 @@ import sys
 import pytest
 
 from pinzi import Converter
-from pinzi.converter import MAX_INPUT_CHARS, InputTooLong
+from pinzi.converter import MAX_INPUT_CHARS, DecodingConfig
 from pinzi.decode import UserDict
+from pinzi.errors import DataError, InputTooLong
 from pinzi.lexicon import Lexicon
 from pinzi.pinyin import parse, segmentations
 
@@ -62,7 +63,8 @@ def test_only_readings_close_to_the_best_are_decoded(converter):
     assert rows[-1] == 2  # fan gan, fang an: not fa n gan, with an extra piece
     Converter(counting, converter.tokenizer).candidates("xian")
     assert rows[-1] == 1  # not xi an: typed so, xi'an
-    Converter(counting, converter.tokenizer, max_cost_gap=10**6).candidates("xian")
+    Converter(counting, converter.tokenizer,
+              decoding=DecodingConfig(max_cost_gap=10**6)).candidates("xian")
     assert rows[-1] == 4  # the `readings` limit
 
 
@@ -115,7 +117,7 @@ def test_user_dictionary_file(tmp_path):
     words = UserDict.load(path)
     assert words.words == {"音航": 7.5, "天安": 4.0}
     path.write_text("音航 lots\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="words.txt:1"):
+    with pytest.raises(DataError, match="words.txt:1"):
         UserDict.load(path)
 
 
@@ -130,17 +132,15 @@ def test_long_input_is_windowed_and_over_long_is_refused(converter):
 
 
 def test_ngram_model_keeps_conversions_right(tiny_model, tiny_corpus):
-    from datasets import load_from_disk
-
-    from pinzi.denoise import TokenizedCorpus
+    from pinzi.corpus import load_prepared
     from pinzi.ngram import CharNgram
 
     plain = Converter.from_pretrained(tiny_model)
-    corpus = TokenizedCorpus.from_table(load_from_disk(str(tiny_corpus))["train"].data.table,
-                                        plain.tokenizer)
+    corpus = load_prepared(tiny_corpus)["train"].tokenized(plain.tokenizer)
     ngram = CharNgram.build(corpus.chars, corpus.offsets, plain.tokenizer.char_offset,
                               plain.tokenizer.n_chars, min_count=1)
-    tuned = Converter(plain.scorer, plain.tokenizer, ngram=ngram, lm_weight=0.5)
+    tuned = Converter(plain.scorer, plain.tokenizer, ngram=ngram,
+                      decoding=DecodingConfig(lm_weight=0.5))
     for typed, expected in [("woaibeijingtiananmen", "我爱北京天安门"),
                             ("ta zai yin hang gong zuo", "他在银行工作")]:
         assert tuned.convert(typed) == expected

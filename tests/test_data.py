@@ -12,13 +12,17 @@ import random
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from pinzi import data
+from pinzi.corpus import DATASET_FILE, FORMAT, load_prepared, open_prepared
 from pinzi.data import DataError, normalise, prepare, split_sentences
+from pinzi.errors import TrainingError
 from pinzi.lexicon import Lexicon
+from pinzi.pinyin import SYLLABLES
 
 NEWS = ["今天北京天气很好。", "我们一起去银行取钱吧！", "他说：“明天见。”", "会议研究了其他事项。",
         "人工智能正在改变世界。", "长江是中国最长的河流。", "学生们在操场上跑步。"]
@@ -31,8 +35,14 @@ def run(inputs, out, **kw) -> dict:
 
 
 def rows(out: Path) -> dict[str, list[dict]]:
-    loaded = datasets.load_from_disk(str(out))
-    return {split: loaded[split].to_list() for split in loaded}
+    """Each split's lines as {"text", "pinyin"}, pinyin one syllable per char ("" for none)."""
+    result = {}
+    for name, split in open_prepared(out).items():
+        syllables = [SYLLABLES[c - 1] if c else "" for c in split.pinyin.tolist()]
+        bounds = split.offsets.tolist()
+        result[name] = [{"text": text, "pinyin": syllables[a:b]} for text, a, b
+                        in zip(split.texts(), bounds[:-1], bounds[1:], strict=True)]
+    return result
 
 
 def all_files(out: Path) -> dict[str, bytes]:
@@ -98,9 +108,11 @@ def test_prepare_reads_every_format_and_writes_an_aligned_dataset(tmp_path):
         for ch, syllable in zip(row["text"], row["pinyin"], strict=True):
             assert (syllable != "") == ("\u4e00" <= ch <= "\u9fff"), (ch, syllable)
     assert got["train"][1]["pinyin"][5:7] == ["yin", "hang"]  # context-aware annotation
-    features = datasets.load_from_disk(str(out))["train"].features
-    assert features["text"] == datasets.Value("string")
-    assert features["pinyin"] == datasets.List(datasets.Value("string"))
+    info = json.loads((out / DATASET_FILE).read_text(encoding="utf-8"))
+    assert info["format"] == FORMAT and {s: info["splits"][s]["lines"] for s in texts} == \
+        {s: len(texts[s]) for s in texts}
+    assert sorted(p.name for p in (out / "train").iterdir()) == \
+        ["chars.bin", "offsets.bin", "pinyin.bin"]
     assert stats["dropped"]["duplicate"] == 1
     assert stats["lines"] == {"read": 11, "kept": 8, "train": 6, "valid": 1, "test": 1}
     assert stats["chars"]["kept"] == sum(len(t) for split in texts.values() for t in split)
@@ -254,6 +266,9 @@ def test_hugging_face_dataset_path_is_streamed_with_its_splits(tmp_path, offline
 def test_missing_inputs_and_bad_settings_raise_clear_errors(tmp_path, offline):
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         run([tmp_path / "nope.txt"], tmp_path / "out")
+    for name in ("a/b/c", "./x", "typo.jsonl.gz"):  # look like paths: never sent to the hub
+        with pytest.raises(FileNotFoundError, match="input not found"):
+            run([name], tmp_path / "out")
     (tmp_path / "ok.txt").write_text("这一行没问题。\n", encoding="utf-8")
     with pytest.raises(DataError, match="no_such_dataset_for_pinzi_tests"):
         run([tmp_path / "ok.txt", "no_such_dataset_for_pinzi_tests"], tmp_path / "out")
@@ -278,13 +293,44 @@ def test_a_failing_run_leaves_no_partial_output(tmp_path, monkeypatch):
     assert all_files(tmp_path / "out") == before  # the earlier output is untouched
 
 
-def test_empty_input_still_writes_three_empty_splits(tmp_path):
+def test_empty_input_still_writes_three_empty_splits(tmp_path, capsys):
     (tmp_path / "e.txt").write_text("\n", encoding="utf-8")
     stats = run([tmp_path / "e.txt"], tmp_path / "out", progress=True)
-    loaded = datasets.load_from_disk(str(tmp_path / "out"))
-    assert {s: len(loaded[s]) for s in loaded} == {"train": 0, "valid": 0, "test": 0}
-    assert loaded["valid"].features == loaded["train"].features
+    assert capsys.readouterr().out == ""  # the progress bar goes to stderr
+    info = json.loads((tmp_path / "out" / DATASET_FILE).read_text(encoding="utf-8"))
+    assert info["splits"] == {s: {"lines": 0, "chars": 0} for s in ("train", "valid", "test")}
+    assert [p.stat().st_size for p in sorted((tmp_path / "out" / "valid").iterdir())] == [0, 8, 0]
+    with pytest.raises(TrainingError, match="the train split is empty"):
+        load_prepared(tmp_path / "out")  # nothing to train on
     assert stats["lines"]["kept"] == 0 and stats["dropped"] == {"empty": 1}
+
+
+def test_byte_order_marks_are_dropped_in_every_format(tmp_path):
+    bom = "\ufeff"
+    (tmp_path / "a.txt").write_text(bom + "第一行的文本。\n", encoding="utf-8")
+    (tmp_path / "b.jsonl").write_text(bom + '{"text": "JSON的第一行。"}\n', encoding="utf-8")
+    (tmp_path / "c.tsv").write_text(bom + "text\tlabel\nTSV的第一行。\t1\n", encoding="utf-8")
+    (tmp_path / "d.csv").write_text(bom + "text,label\nCSV的第一行。,1\n", encoding="utf-8")
+    write_gz(tmp_path / "e.txt.gz", bom + "压缩的第一行。\n")
+    stats = run(sorted(tmp_path.iterdir()), tmp_path / "out")
+    assert [r["text"] for r in rows(tmp_path / "out")["train"]] == [
+        "第一行的文本。", "JSON的第一行。", "TSV的第一行。", "CSV的第一行。", "压缩的第一行。"]
+    assert stats["dropped"] == {}
+
+
+def test_prepared_syllables_and_tokens_agree_with_the_texts(tmp_path):
+    from pinzi.tokenizer import PinziTokenizer
+
+    (tmp_path / "t.txt").write_text("\n".join(NEWS) + "\n", encoding="utf-8")
+    run([tmp_path / "t.txt"], tmp_path / "out")
+    train = load_prepared(tmp_path / "out")["train"]
+    tokenizer = PinziTokenizer.from_counts(tmp_path / "out" / "chars.tsv", min_count=1)
+    corpus = train.tokenized(tokenizer)
+    assert tokenizer.decode_chars(corpus.chars.tolist()) == "".join(train.texts())
+    hanzi = np.array([ch in "".join(NEWS) and "\u4e00" <= ch <= "\u9fff"
+                      for ch in "".join(train.texts())])
+    assert np.array_equal(corpus.syllables > 0, hanzi)
+    assert np.array_equal(corpus.offsets, train.offsets)
 
 
 def test_reading_stays_a_bounded_window_ahead_of_writing(tmp_path, monkeypatch):

@@ -1,10 +1,12 @@
-"""The character n-gram model: normalisation, what it learns, persistence."""
+"""The character n-gram model: normalisation, what it learns, persistence, and its effect on
+decoding."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from pinzi.decode import Position, beam_search
 from pinzi.ngram import CharNgram
 
 # Token ids of a toy layout: specials 0-4, chars 5..9 (C = 5), UNK = 1 breaks a line.
@@ -53,5 +55,33 @@ def test_pruning_keeps_frequent_ngrams_and_backs_off(tmp_path):
     assert lm.score(3, 1, 4) == scores[2, 4]
     assert CharNgram.load(tmp_path / "elsewhere") is None
     (tmp_path / "ngram.npz").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="damaged"):
+    with pytest.raises(Exception, match="is damaged or from an older pinzi"):
         CharNgram.load(tmp_path)
+
+
+def test_lm_weight_flips_a_near_tie_towards_what_the_corpus_supports():
+    # chars 0-3 of a toy layout; the corpus says 京 follows 北, and 经 follows 天 only
+    chars = "北京经天"
+    lines = ["北京", "北京天", "北京经", "天经", "北京", "天经北京"]
+    ids = np.array([chars.index(c) + 5 for line in lines for c in line])
+    offsets = np.cumsum([0] + [len(line) for line in lines])
+    lm = CharNgram.build(ids, offsets, char_offset=5, n_chars=4, min_count=1)
+    bei, jing_capital, jing_classic = 0, 1, 2
+    gap = float(lm.score(lm.bos, bei, jing_capital) - lm.score(lm.bos, bei, jing_classic))
+    assert gap > 1.0  # the n-gram prefers 北京 by far more than the model prefers 北经
+
+    # the model slightly prefers the wrong 经 after 北
+    positions = [Position(["北"], np.array([bei]), np.array([0.0])),
+                 Position(["经", "京"], np.array([jing_classic, jing_capital]),
+                          np.array([-1.0, -1.2]))]
+    assert beam_search(positions)[0][0] == "北经"
+    assert beam_search(positions, lm=lm, lm_weight=0.0)[0][0] == "北经"
+    text, score = beam_search(positions, lm=lm, lm_weight=0.5)[0]
+    assert text == "北京"
+    by_hand = -1.2 + 0.5 * float(lm.score(lm.bos, lm.bos, bei)
+                                 + lm.score(lm.bos, bei, jing_capital))
+    assert score == pytest.approx(by_hand, abs=1e-6)
+    # with the weight, both texts are ranked by model + weight * n-gram
+    ranked = beam_search(positions, lm=lm, lm_weight=0.5, k=2)
+    assert [t for t, _ in ranked] == ["北京", "北经"]
+    assert ranked[0][1] - ranked[1][1] == pytest.approx(0.5 * gap - 0.2, abs=1e-6)

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -27,8 +28,9 @@ from typer.testing import CliRunner
 
 from pinzi.cli import app as cli
 from pinzi.converter import Converter
+from pinzi.errors import ModelLoadError, SettingsError
 from pinzi.export import export_onnx
-from pinzi.model import ModelLoadError, PinziConfig, PinziForPinyin
+from pinzi.model import PinziConfig, PinziForPinyin
 from pinzi.serve import WORKER_CONFIG, Limits, ServeConfig, build_app, create_app, worker_app
 from pinzi.tokenizer import PinziTokenizer
 
@@ -92,8 +94,9 @@ def test_health_page_and_docs(client):
 
 
 class FakeClassifier:
-    def predict(self, texts: list[str]) -> list[tuple[str, float]]:
-        return [("long" if len(t) > 4 else "short", 0.75) for t in texts]
+    def predict(self, texts: list[str]) -> list[SimpleNamespace]:
+        return [SimpleNamespace(label="long" if len(t) > 4 else "short", prob=0.75)
+                for t in texts]
 
 
 def test_classify_only_with_a_classifier(client, converter):
@@ -249,14 +252,14 @@ def test_lstm_encoder_exports_too(tmp_path):
 def test_backend_errors_are_clear(tiny_model, onnx_models, tmp_path):
     with pytest.raises(ModelLoadError, match="pinzi export"):
         Converter.from_pretrained(tiny_model, backend="onnx")
-    with pytest.raises(ValueError, match="adapter needs the torch backend"):
+    with pytest.raises(SettingsError, match="adapter needs the torch backend"):
         Converter.from_pretrained(onnx_models[0], backend="onnx", adapter=tmp_path)
     broken = tmp_path / "broken"
     shutil.copytree(onnx_models[0], broken)
     (broken / "model.onnx").write_bytes(b"not a graph")
     with pytest.raises(ModelLoadError, match="cannot be loaded"):
         Converter.from_pretrained(broken)
-    with pytest.raises(ValueError, match="unknown backend"):
+    with pytest.raises(SettingsError, match="unknown backend"):
         Converter.from_pretrained(tiny_model, backend="tensorrt")
 
 

@@ -1,127 +1,107 @@
-"""The training engine and the pinyin-denoising objective, on tiny models and data."""
+"""The one training loop (pinzi.train) on a toy task: early stopping, the time limit,
+gradient accumulation, the learning-rate schedule, the best model and the run folder."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_SETTINGS
+from safetensors.torch import load_file, save_file
+from torch import nn
 
-from pinzi.denoise import train_converter
-from pinzi.model import PinziConfig, PinziForPinyin, load_pretrained
-from pinzi.train import TrainConfig, TrainingError, lr_factor, read_config_file
+from pinzi.train import TrainConfig, lr_factor, train
 
-
-def test_tiny_model_learns_the_corpus(tiny_model):
-    history = [json.loads(r) for r in (tiny_model / "history.jsonl").read_text().splitlines()]
-    losses = [r["loss"] for r in history if "loss" in r]
-    assert losses[-1] < losses[0] / 5
-    assert max(r["valid_char_acc"] for r in history if "valid_char_acc" in r) == 1.0
-    for name in ("config.json", "model.safetensors", "vocab.json", "curves.png"):
-        assert (tiny_model / name).exists(), name
-    assert list((tiny_model / "tensorboard").iterdir())
+X = torch.linspace(-1, 1, 16)[:, None]
+Y = 2 * X + 1
 
 
-def test_save_then_load_gives_identical_outputs(tiny_model, tmp_path):
-    model, tokenizer = load_pretrained(PinziForPinyin, str(tiny_model))
-    ids = torch.tensor([tokenizer.encode_text("北京天安门")])
-    model.save_pretrained(tmp_path)
-    tokenizer.save(tmp_path)
-    again, _ = load_pretrained(PinziForPinyin, str(tmp_path))
-    assert torch.equal(model(ids).logits, again(ids).logits)
+class Line(nn.Module):
+    """y = w x + b, trained by mean squared error."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fit = nn.Linear(1, 1)
+
+    def forward(self, x, y, attention_mask):
+        return SimpleNamespace(loss=F.mse_loss(self.fit(x), y))
 
 
-def test_restricted_loss_is_cross_entropy_over_the_candidates():
-    torch.manual_seed(0)
-    config = PinziConfig.from_preset("tiny", vocab_size=60, char_offset=5, n_chars=40)
-    model = PinziForPinyin(config).eval()
-    input_ids = torch.randint(5, 60, (2, 6))
-    labels = torch.full((2, 6), -100)
-    labels[0, 1], labels[1, 4], labels[1, 5] = 3, 17, 39
-    mask = torch.zeros(3, 40, dtype=torch.bool)
-    mask[0, [3, 4, 9]] = mask[1, [17, 2]] = mask[2, [39, 0, 1, 5]] = True
-    loss = model(input_ids, labels=labels, candidate_mask=mask).loss
-    logits = model(input_ids).logits[labels != -100]
-    expected = torch.stack([
-        F.cross_entropy(row[m][None], torch.tensor([int(m[:t].sum())]))
-        for row, m, t in zip(logits, mask, labels[labels != -100], strict=True)
-    ]).mean()
-    torch.testing.assert_close(loss, expected)
+class LineTask:
+    """Batches of ``size`` points in order; the validation figure is scripted when given."""
+
+    metric = "score"
+
+    def __init__(self, size: int, scores: list[float] | None = None):
+        self.size, self.scores, self.evaluations = size, scores, 0
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        return [np.arange(i, i + self.size) for i in range(0, len(X), self.size)]
+
+    def make_batch(self, rows, key) -> dict[str, torch.Tensor]:
+        return {"x": X[rows], "y": Y[rows], "attention_mask": torch.ones(len(rows), 1)}
+
+    def evaluate(self, model) -> dict[str, float]:
+        loss = float(F.mse_loss(model.fit(X), Y))
+        score = self.scores[self.evaluations] if self.scores else -loss
+        self.evaluations += 1
+        return {"loss": loss, "score": score}
+
+    def save(self, model, directory: Path) -> None:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                  str(directory / "model.safetensors"))
 
 
-def test_resume_after_interruption_reproduces_the_losses(tiny_corpus, tmp_path):
-    settings = dict(TINY_SETTINGS, max_steps=30, save_every=10, eval_every=10, log_every=1,
-                    dropout=0.1)
-    whole = tmp_path / "whole"
-    train_converter(tiny_corpus, whole, preset="tiny", settings=dict(settings), progress=False)
-
-    class Killed(Exception):
-        pass
-
-    def kill_at_17(step, loss):
-        if step == 17:
-            raise Killed
-
-    broken = tmp_path / "broken"
-    with pytest.raises(Killed):
-        train_converter(tiny_corpus, broken, preset="tiny", settings=dict(settings),
-                        progress=False, on_step=kill_at_17)
-    train_converter(tiny_corpus, broken, preset="tiny", settings=dict(settings), resume=True,
-                    progress=False)
-
-    def losses(run):
-        rows = [json.loads(r) for r in (run / "history.jsonl").read_text().splitlines()]
-        return [(r["step"], r["loss"]) for r in rows if "loss" in r]
-
-    assert losses(broken) == losses(whole)
-    assert len(losses(whole)) == 30
+def run(tmp_path: Path, task: LineTask, **settings) -> tuple[dict, Line]:
+    model = Line()
+    cfg = TrainConfig(**{"learning_rate": 0.05, "warmup_steps": 1, "eval_every": 1,
+                         "save_every": 1, "log_every": 1, "grad_clip": 0, **settings})
+    return train(model, task, cfg, tmp_path, progress=False), model
 
 
-def test_lstm_architecture_trains(tiny_corpus, tmp_path):
-    settings = dict(TINY_SETTINGS, max_steps=20, eval_every=20, arch="lstm-attention")
-    summary = train_converter(tiny_corpus, tmp_path, preset="tiny", settings=settings,
-                              progress=False)
-    model, _ = load_pretrained(PinziForPinyin, str(tmp_path))
-    assert model.config.arch == "lstm-attention"
-    assert summary["steps"] == 20
+def test_patience_stops_after_evaluations_without_improvement(tmp_path):
+    summary, _ = run(tmp_path, LineTask(4, scores=[0.5, 0.7, 0.6, 0.7, 0.65, 0.9]), max_steps=10,
+                     patience=3)
+    assert summary["stop"] == "early_stopping" and summary["steps"] == 5
+    assert summary["best_score"] == 0.7
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    ({"learning_rat": 0.1}, "did you mean 'learning_rate'"),
-    ({"max_steps": "many"}, "max_steps"),
-    ({"hidden_sise": 10}, "did you mean 'hidden_size'"),
-    ({"hidden_size": 30, "num_heads": 4}, "not divisible"),
-    ({"arch": "rnn"}, "unknown arch"),
-])
-def test_bad_settings_are_clear_errors(tiny_corpus, tmp_path, settings, message):
-    with pytest.raises(TrainingError, match=message):
-        train_converter(tiny_corpus, tmp_path, preset="tiny", settings=settings, progress=False)
+def test_no_patience_runs_every_step(tmp_path):
+    summary, _ = run(tmp_path, LineTask(4, scores=[0.5] * 6), max_steps=6, patience=0)
+    assert summary["stop"] == "max_steps" and summary["steps"] == 6
 
 
-def test_missing_or_foreign_dataset_is_a_clear_error(tmp_path):
-    with pytest.raises(TrainingError, match="not a prepared dataset"):
-        train_converter(tmp_path, tmp_path / "out", preset="tiny", progress=False)
-    (tmp_path / "chars.tsv").write_text("中\t1\n")
-    with pytest.raises(TrainingError, match="damaged or incomplete"):
-        train_converter(tmp_path, tmp_path / "out", preset="tiny", progress=False)
+def test_max_minutes_stops_with_a_checkpoint_and_the_best_model(tmp_path):
+    summary, model = run(tmp_path, LineTask(4), max_steps=1000, max_minutes=1e-9)
+    assert summary["stop"] == "max_minutes" and summary["steps"] == 1
+    latest = (tmp_path / "checkpoints" / "latest").read_text().strip()
+    assert latest == "step-00000001"
+    best = load_file(str(tmp_path / "model.safetensors"))  # published into the run folder
+    assert torch.equal(best["fit.weight"], model.fit.weight.detach())
 
 
-def test_resume_without_checkpoint_is_a_clear_error(tiny_corpus, tmp_path):
-    with pytest.raises(TrainingError, match="no checkpoint"):
-        train_converter(tiny_corpus, tmp_path, preset="tiny", resume=True, progress=False)
+def test_gradient_accumulation_equals_one_big_batch(tmp_path):
+    _, accumulated = run(tmp_path / "a", LineTask(4), max_steps=3, grad_accum=2)
+    _, big = run(tmp_path / "b", LineTask(8), max_steps=3, grad_accum=1)
+    _, small = run(tmp_path / "c", LineTask(4), max_steps=3, grad_accum=1)
+    torch.testing.assert_close(accumulated.fit.weight, big.fit.weight)
+    assert not torch.allclose(small.fit.weight, big.fit.weight)  # the test can tell them apart
 
 
-def test_config_files(tmp_path):
-    (tmp_path / "a.yaml").write_text("train:\n  learning_rate: 0.01\nmax_steps: 5\n")
-    (tmp_path / "b.toml").write_text("[noise]\nall_pinyin = 0.2\n")
-    assert read_config_file(tmp_path / "a.yaml") == {"learning_rate": 0.01, "max_steps": 5}
-    assert read_config_file(tmp_path / "b.toml") == {"all_pinyin": 0.2}
-    (tmp_path / "bad.yaml").write_text("a: [1, 2\n")
-    with pytest.raises(TrainingError, match="not valid"):
-        read_config_file(tmp_path / "bad.yaml")
+def test_the_run_folder_keeps_the_best_model_and_the_history(tmp_path):
+    summary, _ = run(tmp_path, LineTask(4), max_steps=40, keep_checkpoints=2, learning_rate=0.2)
+    rows = [json.loads(r) for r in (tmp_path / "history.jsonl").read_text().splitlines()]
+    valid = [r["valid_loss"] for r in rows if "valid_loss" in r]
+    assert valid[-1] < valid[0] / 10 and summary["best_score"] == pytest.approx(-min(valid))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == \
+        ["step-00000039", "step-00000040"]
+    assert summary["tokens"] == 40 * 4
+    assert (tmp_path / "curves.png").stat().st_size > 1000
 
 
 def test_learning_rate_warms_up_then_decays():
@@ -129,3 +109,9 @@ def test_learning_rate_warms_up_then_decays():
     factors = np.array([lr_factor(s, cfg) for s in range(110)])
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert np.all(np.diff(factors[10:]) <= 1e-12) and factors[-1] == pytest.approx(0.1, abs=0.01)
+
+
+def test_a_warmup_under_one_is_a_share_of_the_steps():
+    assert TrainConfig(warmup_steps=0.1, max_steps=1000).warmup == 100
+    assert TrainConfig(warmup_steps=0.1, max_steps=5).warmup == 1
+    assert TrainConfig(warmup_steps=30, max_steps=1000).warmup == 30

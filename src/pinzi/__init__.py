@@ -3,6 +3,15 @@
 >>> from pinzi import Converter                      # doctest: +SKIP
 >>> Converter.from_pretrained().convert("nihao")     # doctest: +SKIP
 '你好'
+
+The Hugging Face Auto classes learn pinzi's folders (config, models, tokenizer) when
+:mod:`pinzi.model` is imported; ``import pinzi`` alone does not register them, so that it and
+``pinzi convert`` stay free of torch and transformers:
+
+>>> import pinzi.model                                        # doctest: +SKIP
+>>> from transformers import AutoModel, AutoTokenizer         # doctest: +SKIP
+>>> AutoModel.from_pretrained("runs/base")                    # doctest: +SKIP
+PinziModel(...)
 """
 
 from importlib.metadata import PackageNotFoundError, version

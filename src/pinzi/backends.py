@@ -16,7 +16,8 @@ from typing import Protocol
 
 import numpy as np
 
-from pinzi.tokenizer import ModelLoadError, PinziTokenizer
+from pinzi.errors import ModelLoadError, SettingsError
+from pinzi.tokenizer import PinziTokenizer
 
 ONNX_FILE = "model.onnx"
 BACKENDS = ("auto", "torch", "onnx")
@@ -25,6 +26,9 @@ INPUTS = ("input_ids", "attention_mask", "slots", "candidates", "owner")
 
 class CandidateScorer(Protocol):
     name: str
+    # Whether a call is cheap enough (about a millisecond) to run on a server's event loop;
+    # otherwise the server hands keystrokes to worker threads so that the loop stays free.
+    cheap: bool
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray, slots: np.ndarray,
                  candidates: np.ndarray, owner: np.ndarray) -> np.ndarray: ...
@@ -38,6 +42,7 @@ class TorchScorer:
     """A :class:`~pinzi.model.PinziForPinyin` (or one with a LoRA adapter) on PyTorch."""
 
     name = "torch"
+    cheap = False
 
     def __init__(self, model):
         self.model = model.eval()
@@ -59,6 +64,7 @@ class OnnxScorer:
     """
 
     name = "onnx"
+    cheap = True
 
     def __init__(self, path: str | Path, *, threads: int = 1):
         import onnxruntime as ort
@@ -105,11 +111,11 @@ def load_onnx(folder: Path, threads: int = 1) -> tuple[OnnxScorer, PinziTokenize
 def choose_backend(folder: Path, backend: str, adapter: object) -> str:
     """``torch`` or ``onnx`` for a model folder; ``auto`` prefers onnxruntime when it can."""
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        raise SettingsError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
         usable = adapter is None and (folder / ONNX_FILE).is_file() and onnxruntime_available()
         return "onnx" if usable else "torch"
     if backend == "onnx" and adapter is not None:
-        raise ValueError("a LoRA adapter needs the torch backend (or merge it first: "
+        raise SettingsError("a LoRA adapter needs the torch backend (or merge it first: "
                          "`pinzi merge`, then export the merged model)")
     return backend

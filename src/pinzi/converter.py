@@ -15,16 +15,20 @@ score.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from pinzi.backends import CandidateScorer, TorchScorer, choose_backend, load_onnx
 from pinzi.decode import Position, UserDict, beam_search
+from pinzi.errors import InputTooLong, ModelLoadError
+from pinzi.hub import resolve_model
 from pinzi.lexicon import Lexicon
 from pinzi.ngram import CharNgram
 from pinzi.pinyin import Piece, scored_segmentations
@@ -32,39 +36,62 @@ from pinzi.tokenizer import PAD_ID, PinziTokenizer
 
 MAX_INPUT_CHARS = 4096  # longer lines are refused: no IME buffer is that long
 WINDOW = 64  # pinyin pieces per model call; longer inputs are converted window by window
-READING_PENALTY = 1.0  # log-score cost per rank of a less likely reading of the input
-# Readings costing more than this above the best one are not decoded (pinyin.scored_segmentations
-# prices them): that keeps readings that move a boundary (fan'gan / fang'an) and drops those
-# with one more piece (xi'an, an extra initial), whose decoding cost 2.5 times the model's work
-# for no accuracy on dev text (docs/model_card.md). Typed apart, "xi'an" is still read so.
-MAX_COST_GAP = 10
-LM_WEIGHT = 1.5  # weight of the n-gram model (tuned on validation text; see docs/model_card.md)
+DECODING_FILE = "decoding_config.json"
 
 
-class InputTooLong(ValueError):
-    """The input exceeds :data:`MAX_INPUT_CHARS`."""
+@dataclass(frozen=True)
+class DecodingConfig:
+    """How a model's scores become conversions; saved beside the weights (``decoding_config.json``,
+    as ``generation_config.json`` is for a generative model), since the weights are tuned per
+    model: the defaults are those tuned on validation text for the shipped model
+    (``bench/tune_decoding.py``, docs/model_card.md)."""
 
+    beam: int = 8  # hypotheses kept per position
+    readings: int = 4  # segmentations of the input considered (fan'gan / fang'an)
+    max_context: int = 32  # characters of committed left context given to the model
+    lm_weight: float = 1.5  # weight of the character n-gram model's log-probability
+    # Readings costing more than this above the best one are not decoded (pinyin's
+    # scored_segmentations prices them): that keeps readings that move a boundary (fan'gan /
+    # fang'an) and drops those with one more piece (xi'an, an extra initial), whose decoding
+    # cost 2.5 times the model's work for no accuracy on dev text. "xi'an" typed apart is
+    # still read so.
+    max_cost_gap: float = 10
+    reading_penalty: float = 1.0  # log-score cost per rank of a less likely reading
 
-def shipped_model_path() -> Path:
-    """The folder of the model that ships inside the package."""
-    return Path(str(resources.files("pinzi") / "resources" / "model"))
+    def save(self, directory: str | Path) -> None:
+        Path(directory, DECODING_FILE).write_text(
+            json.dumps(dataclasses.asdict(self), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> DecodingConfig:
+        """The folder's decoding config; the defaults when it has none."""
+        path = Path(directory, DECODING_FILE)
+        if not path.is_file():
+            return cls()
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+            config = cls(**values)
+            numbers = [getattr(config, f.name) for f in dataclasses.fields(cls)]
+            if not all(isinstance(n, (int, float)) and not isinstance(n, bool) and
+                       math.isfinite(n) and n >= 0 for n in numbers):
+                raise ValueError("every value must be a number >= 0")
+        except (OSError, ValueError, TypeError) as err:
+            raise ModelLoadError(f"{path} is damaged: {err}") from err
+        return config
 
 
 class Converter:
     """Converts pinyin to hanzi with a pinzi model; thread-safe for concurrent reads."""
 
     def __init__(self, scorer: CandidateScorer, tokenizer: PinziTokenizer,
-                 lexicon: Lexicon | None = None, *, beam: int = 8, readings: int = 4,
-                 max_context: int = 32, userdict: UserDict | None = None,
-                 ngram: CharNgram | None = None, lm_weight: float = LM_WEIGHT,
-                 max_cost_gap: int = MAX_COST_GAP):
+                 lexicon: Lexicon | None = None, *, decoding: DecodingConfig | None = None,
+                 userdict: UserDict | None = None, ngram: CharNgram | None = None):
         self.scorer = scorer
         self.tokenizer = tokenizer
         self.lexicon = lexicon or Lexicon.attested()
-        self.beam, self.readings, self.max_context = beam, readings, max_context
-        self.max_cost_gap = max_cost_gap
+        self.decoding = decoding or DecodingConfig()
         self.userdict = userdict or UserDict()
-        self.ngram, self.lm_weight = ngram, lm_weight
+        self.ngram = ngram
         self._chars = np.array(tokenizer.chars, dtype=object)
         self._candidates = lru_cache(maxsize=65536)(self._piece_candidates)
 
@@ -78,29 +105,31 @@ class Converter:
         safetensors weights with PyTorch, and ``auto`` (default) takes onnx when the folder
         has a model.onnx, onnxruntime is installed and no ``adapter`` is given. ``threads``:
         onnxruntime's per call (default 1), or PyTorch's process-wide count when given
-        (``torch.set_num_threads``). Other keyword arguments go to the constructor. Raises
-        :class:`~pinzi.tokenizer.ModelLoadError` with a reason.
+        (``torch.set_num_threads``). Other keyword arguments go to the constructor; without
+        ``decoding`` the folder's own :class:`DecodingConfig` applies. Raises
+        :class:`~pinzi.errors.ModelLoadError` with a reason.
         """
-        path = str(name_or_path or shipped_model_path())
-        if choose_backend(Path(path), backend, adapter) == "onnx":
-            scorer, tokenizer = load_onnx(Path(path), threads or 1)
+        folder = resolve_model(name_or_path)
+        if choose_backend(folder, backend, adapter) == "onnx":
+            scorer, tokenizer = load_onnx(folder, threads or 1)
         else:
+            # PyTorch is imported only here: the onnxruntime path, which `pinzi convert` takes
+            # with the shipped model, starts without it.
             import torch
 
             from pinzi.model import PinziForPinyin, load_pretrained
 
             if threads:
                 torch.set_num_threads(threads)
-
-            model, tokenizer = load_pretrained(PinziForPinyin, path)
+            model, tokenizer = load_pretrained(PinziForPinyin, folder)
             if adapter is not None:  # folded into the weights: as fast as the base
-                from pinzi.finetune import load_adapter, merge_into_base
+                from pinzi.lora import load_adapter, merge_into_base
 
-                model = merge_into_base(load_adapter(model, adapter))
-            path = model.name_or_path or path  # a hub id's download folder
+                model = merge_into_base(load_adapter(model, adapter, tokenizer=tokenizer))
             scorer = TorchScorer(model)
+        options.setdefault("decoding", DecodingConfig.load(folder))
         if "ngram" not in options:  # a given one (None too) spares reading the tables
-            options["ngram"] = CharNgram.load(path)
+            options["ngram"] = CharNgram.load(folder)
         return cls(scorer, tokenizer, **options)
 
     # ---- public API -----------------------------------------------------------------------------
@@ -119,8 +148,9 @@ class Converter:
         if len(pinyin) > MAX_INPUT_CHARS:
             raise InputTooLong(f"input of {len(pinyin)} characters exceeds {MAX_INPUT_CHARS}")
         userdict = userdict if userdict is not None else self.userdict
+        decoding = self.decoding
         found = scored_segmentations(pinyin, fuzzy=fuzzy, chinese_punct=chinese_punct,
-                                     limit=self.readings)
+                                     limit=decoding.readings)
         if not found:
             return []
         best_cost, best = found[0]
@@ -128,14 +158,15 @@ class Converter:
         # more of them than the best reading does, or it would win for free ("nin eng").
         kept = [self._kept_letters(r) for _, r in found]
         readings = [r for (cost, r), letters in zip(found, kept, strict=True)
-                    if cost - best_cost <= self.max_cost_gap and letters <= kept[0]]
+                    if cost - best_cost <= decoding.max_cost_gap and letters <= kept[0]]
         if sum(map(_size, best)) > WINDOW:  # long text: one reading, window by window
             return [(self._convert_long(best, context, userdict), 0.0)]
         scored: dict[str, float] = {}
         for rank, positions in enumerate(self._score(readings, context)):
-            for text, score in beam_search(positions, beam=self.beam, k=k, userdict=userdict,
-                                           lm=self.ngram, lm_weight=self.lm_weight):
-                score -= READING_PENALTY * rank
+            for text, score in beam_search(positions, beam=decoding.beam, k=k,
+                                           userdict=userdict, lm=self.ngram,
+                                           lm_weight=decoding.lm_weight):
+                score -= decoding.reading_penalty * rank
                 if score > scored.get(text, -math.inf):
                     scored[text] = score
         return sorted(scored.items(), key=lambda item: (-item[1], item[0]))[:k]
@@ -152,7 +183,8 @@ class Converter:
 
     def _encode(self, reading: list[Piece], context: str) -> tuple[list[int], list[int]]:
         """Token ids of context + reading, and the index of each pinyin piece's token."""
-        ids = self.tokenizer.encode_text(context[-self.max_context:]) if context else []
+        cut = self.decoding.max_context
+        ids = self.tokenizer.encode_text(context[-cut:]) if context else []
         slots = []
         for piece in reading:
             if piece.kind == "other":  # copied to the output whole; the model sees its start
@@ -209,9 +241,9 @@ class Converter:
                 window.append(piece)
                 size += _size(piece)
             if window and (piece is None or size >= WINDOW):
-                positions = self._score([window], (context + output)[-self.max_context:])[0]
-                output += beam_search(positions, beam=self.beam, userdict=userdict,
-                                      lm=self.ngram, lm_weight=self.lm_weight)[0][0]
+                positions = self._score([window], context + output)[0]
+                output += beam_search(positions, beam=self.decoding.beam, userdict=userdict,
+                                      lm=self.ngram, lm_weight=self.decoding.lm_weight)[0][0]
                 window, size = [], 0
         return output
 

@@ -1,4 +1,4 @@
-"""The corpus pipeline: raw Chinese text in, a pinyin-annotated ``DatasetDict`` on disk out.
+"""The corpus pipeline: raw Chinese text in, a pinyin-annotated dataset on disk out.
 
 Run it as ``pinzi data prepare INPUT... --out DIR`` or call :func:`prepare`. Each input line
 is normalised, split into sentences (long ones into clause pieces), filtered, optionally
@@ -6,7 +6,7 @@ converted to simplified characters, deduplicated, assigned to train/valid/test a
 with one toneless syllable per character. Lines are streamed in chunks of about 2,000 through
 a process pool, so memory stays bounded and every core annotates (pypinyin is the
 bottleneck); chunks come back in input order, so the output is byte-identical for the same
-inputs and seed.
+inputs and seed. The output format is :mod:`pinzi.corpus`'s.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import time
-import unicodedata
 import warnings
 import zlib
 from collections import Counter, deque
@@ -29,32 +28,23 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
+from pinzi.corpus import CHARS_FILE, SPLITS, CorpusWriter, Rows
+from pinzi.errors import DataError
+from pinzi.hub import looks_local
+from pinzi.io import BOM, format_of
 from pinzi.lexicon import Lexicon
 from pinzi.pinyin import annotate
+from pinzi.text import HAN, normalise
 
-SPLITS = ("train", "valid", "test")
-TEXT_SUFFIXES = (".txt", ".jsonl", ".tsv", ".csv")  # each may also end in .gz
+FORMATS = ("txt", "jsonl", "tsv", "csv")  # each may also end in .gz
 CHUNK_LINES, CHUNK_CHARS = 2000, 2_000_000  # the unit of work sent to a worker
 MAX_LINE_BYTES = 1 << 20  # longer raw lines are skipped without being read into memory whole
-MAX_FILE_BYTES = 512 << 20  # start a new Arrow file past this size
 _SPLIT_NAMES = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid",
                 "dev": "valid", "test": "test"}
-_FEATURES = {"text": {"dtype": "string", "_type": "Value"},
-             "pinyin": {"feature": {"dtype": "string", "_type": "Value"}, "_type": "List"}}
-SCHEMA = pa.schema([("text", pa.string()), ("pinyin", pa.list_(pa.string()))],
-                   metadata={"huggingface": json.dumps({"info": {"features": _FEATURES}})})
 
-_HAN = "\u3007\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
 _SENTENCE = re.compile(r"[^。！？!?]*(?:[。！？!?]+[”’」』）)》\"]*|$)")
 _CLAUSE = re.compile(r"[^，；、,;]*(?:[，；、,;]+|$)")
-_SPACES = re.compile(r"\s+")
-
-
-class DataError(ValueError):
-    """An input or setting that cannot be used (e.g. an unloadable Hugging Face dataset)."""
 
 
 @dataclass(frozen=True)
@@ -72,32 +62,6 @@ class _Config:
 
 
 # ---- text: normalise, split, convert ----------------------------------------------------------
-@cache
-def _norm_table() -> dict[int, int | None]:
-    # Full-width ASCII -> ASCII, except the Chinese punctuation the corpus keeps as is.
-    table: dict[int, int | None] = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)}
-    for ch in "，！？：；（）":
-        del table[ord(ch)]
-    for cp in range(0x110000):  # control and format (zero-width, bidi, BOM) characters go
-        if unicodedata.category(chr(cp)) in ("Cc", "Cf"):
-            table[cp] = 0x20 if chr(cp).isspace() else None
-    return table
-
-
-@cache
-def _needs_norm() -> re.Pattern[str]:
-    # What isprintable() lets through: full-width ASCII and stray ASCII spaces.
-    full_width = "".join(re.escape(chr(cp)) for cp in _norm_table() if 0xFF00 < cp < 0xFF5F)
-    return re.compile(f"[{full_width}]|  |^ | $")
-
-
-def normalise(text: str) -> str:
-    """Full-width ASCII to half-width, control/zero-width characters dropped, spaces collapsed."""
-    if text.isprintable() and not _needs_norm().search(text):  # the common, cheap case
-        return text
-    return _SPACES.sub(" ", text.translate(_norm_table())).strip()
-
-
 def split_sentences(text: str, max_chars: int) -> tuple[list[str], int]:
     """Sentences of ``text``, those over ``max_chars`` re-packed from clauses (hard-cut if a
     clause alone is too long). Returns the pieces and the number of hard cuts."""
@@ -138,18 +102,18 @@ def _split_of(name: str) -> str | None:
                  if t in _SPLIT_NAMES), None)
 
 
-# ---- the worker: one chunk of raw lines -> annotated Arrow rows ------------------------------
+# ---- the worker: one chunk of raw lines -> annotated rows --------------------------------------
 def _process_chunk(lines: list[str], hint: str | None, cfg: _Config) -> dict:
     """Normalise, split, filter, hash and annotate one chunk (runs in a pool worker).
 
     Deduplication needs every chunk seen so far, so it happens in the parent: this returns
-    each row's 8-byte hash and split code, and the rows as Arrow IPC bytes (cheap to pickle).
+    each row's 8-byte hash and split code, and the rows as flat arrays (cheap to pickle).
     """
     dropped: Counter[str] = Counter()
     texts = [normalise(line) for line in lines]
     if cfg.to_simplified:
         texts = _to_simplified(texts)
-    enough_han = re.compile(f"(?:[^{_HAN}]*[{_HAN}]){{{cfg.min_hanzi}}}")
+    enough_han = re.compile(f"(?:[^{HAN}]*[{HAN}]){{{cfg.min_hanzi}}}")
     key = cfg.seed.to_bytes(8, "little", signed=True)
     rows, hashes, splits, cuts, other_shard = [], bytearray(), bytearray(), 0, 0
     for text in texts:
@@ -169,17 +133,8 @@ def _process_chunk(lines: list[str], hint: str | None, cfg: _Config) -> dict:
             rows.append(piece)
             hashes += digest[:8]
             splits.append(SPLITS.index(hint) if hint else _hash_split(digest[12:], cfg))
-    flat: list[str] = []
-    for row in rows:
-        flat.extend(annotate(row))
-    offsets = np.zeros(len(rows) + 1, dtype=np.int32)
-    np.cumsum([len(row) for row in rows], out=offsets[1:])
-    pinyin = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.string()))
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, SCHEMA) as writer:
-        writer.write_batch(pa.RecordBatch.from_arrays([pa.array(rows, pa.string()), pinyin],
-                                                      schema=SCHEMA))
-    return {"ipc": sink.getvalue().to_pybytes(), "hashes": bytes(hashes),
+    syllables = (syllable for row in rows for syllable in annotate(row))
+    return {"rows": Rows.encode(rows, syllables), "hashes": bytes(hashes),
             "splits": bytes(splits), "chars": Counter("".join(rows)), "dropped": +dropped,
             "pieces": len(rows) + other_shard + dropped["too_few_hanzi"],
             "hard_cuts": cuts, "other_shard": other_shard}
@@ -207,10 +162,11 @@ def _resolve(inputs: Sequence[str], hf_split: str | None) -> list[_Source]:
         if name.startswith("hf:"):
             sources.append(_hf_source(name[3:], hf_split))
         elif path.is_file():  # a named file of unknown type is read as plain text
-            sources.append(_Source(name, _format_of(path) or "txt", _split_of(path.name), path))
+            sources.append(_Source(name, format_of(path, FORMATS) or "txt",
+                                   _split_of(path.name), path))
         elif path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file())
-            found = [p for p in files if _format_of(p)]
+            found = [p for p in files if format_of(p, FORMATS)]
             if not found and any(p.suffix in (".parquet", ".arrow") for p in files):
                 sources.append(_hf_source(name, hf_split))  # a local Hugging Face dataset folder
             elif len(found) < len(files):
@@ -220,22 +176,17 @@ def _resolve(inputs: Sequence[str], hf_split: str | None) -> list[_Source]:
             for p in found:  # the file's own name says its split, else the nearest folder's
                 parts = [p.name, *reversed(p.relative_to(path).parent.parts)]
                 hint = next((s for s in map(_split_of, parts) if s), None)
-                sources.append(_Source(str(p), _format_of(p), hint, p))
-        elif name.startswith((".", "/", "~")) or name.count("/") > 1 or _format_of(path) \
-                or name.endswith(".gz"):  # hub names are "name" or "owner/name"
+                sources.append(_Source(str(p), format_of(p, FORMATS), hint, p))
+        elif looks_local(name):  # a missing path, not a hub name ("name" or "owner/name")
             raise FileNotFoundError(f"input not found: {name}")
         else:
             sources.append(_hf_source(name, hf_split))
     return sources
 
 
-def _format_of(path: Path) -> str | None:
-    name = path.name.lower().removesuffix(".gz")
-    return next((s[1:] for s in TEXT_SUFFIXES if name.endswith(s)), None)
-
-
 def _raw_lines(src: _Source, stat: dict) -> Iterator[str]:
-    """Decoded lines of a local file; bad lines and files are counted in ``stat`` and skipped."""
+    """Decoded lines of a local file, without a byte-order mark; bad lines and files are
+    counted in ``stat`` and skipped."""
     skipped = stat["skipped"]
     with open(src.path, "rb") as raw:
         gzipped = raw.read(2) == b"\x1f\x8b"
@@ -246,7 +197,7 @@ def _raw_lines(src: _Source, stat: dict) -> Iterator[str]:
             if not head or b"\0" in head:
                 skipped["binary_file" if head else "empty_file"] += 1
                 return
-            stream.seek(0)
+            stream.seek(len(BOM.encode()) if head.startswith(BOM.encode()) else 0)
             while line := stream.readline(MAX_LINE_BYTES + 1):
                 stat["lines_read"] += 1
                 stat["bytes_read"] = raw.tell()
@@ -296,7 +247,7 @@ def _records(src: _Source, stat: dict, text_field: str,
     else:  # tsv has no quoting (split on TAB); csv goes through the csv module
         rows = (ln.rstrip("\r\n").split("\t") for ln in lines) if src.fmt == "tsv" \
             else csv.reader(lines)
-        header = [h.strip().lstrip("\ufeff") for h in next(rows, [])]
+        header = [h.strip() for h in next(rows, [])]
         if text_column not in header:
             skipped["missing_column"] += sum(1 for _ in rows)
             return
@@ -349,62 +300,22 @@ def _chunks(sources: list[_Source], stats: list[dict], read_args: tuple) -> Iter
             warnings.warn(f"{src.label}: skipped bad input ({reasons})", stacklevel=4)
 
 
-# ---- the parent: dedup, Arrow files, vocabulary, stats ---------------------------------------
+# ---- the parent: dedup, the corpus files, vocabulary, stats ----------------------------------
 def _write_json(path: Path, obj: object) -> None:
     path.write_text(json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n",
                     encoding="utf-8")
-
-
-class _SplitWriter:
-    """Streams one split's rows into Arrow IPC files that ``load_from_disk`` memory-maps."""
-
-    def __init__(self, directory: Path, split: str):
-        self.dir, self.split, self.files, self.rows, self.chars = directory, split, [], 0, 0
-        self.fingerprint = hashlib.blake2b(digest_size=8)  # of the rows' hashes: reproducible
-        directory.mkdir(parents=True)
-        self._open()
-
-    def _open(self) -> None:
-        self.files.append(self.dir / f"part-{len(self.files):05d}.arrow")
-        self.sink = pa.OSFile(str(self.files[-1]), "wb")
-        self.writer = pa.ipc.new_stream(self.sink, SCHEMA)
-
-    def write(self, batch: pa.RecordBatch, hashes: bytes) -> None:
-        if self.sink.tell() > MAX_FILE_BYTES:
-            self.writer.close()
-            self.sink.close()
-            self._open()
-        self.writer.write_batch(batch)
-        self.rows += batch.num_rows
-        self.chars += pc.sum(pc.list_value_length(batch.column(1))).as_py()
-        self.fingerprint.update(hashes)
-
-    def close(self) -> None:
-        self.writer.close()
-        self.sink.close()
-        names = [f"data-{i:05d}-of-{len(self.files):05d}.arrow" for i in range(len(self.files))]
-        for path, name in zip(self.files, names, strict=True):
-            path.rename(self.dir / name)
-        _write_json(self.dir / "state.json", {
-            "_data_files": [{"filename": n} for n in names],
-            "_fingerprint": self.fingerprint.hexdigest(), "_format_columns": None,
-            "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False,
-            "_split": self.split})
-        _write_json(self.dir / "dataset_info.json", {
-            "citation": "", "description": "", "features": _FEATURES, "homepage": "",
-            "license": ""})
 
 
 class _Collector:
     """Takes processed chunks in input order: deduplicates, writes, counts characters."""
 
     def __init__(self, tmp: Path, inputs: list[dict]):
-        self.writers = {s: _SplitWriter(tmp / s, s) for s in SPLITS}
+        self.writer = CorpusWriter(tmp, SPLITS)
         self.inputs, self.seen, self.vocab = inputs, set(), Counter()
         self.counts: Counter[str] = Counter()
 
     def add(self, index: int, result: dict) -> None:
-        batch = pa.ipc.open_stream(result["ipc"]).read_next_batch()
+        rows: Rows = result["rows"]
         hashes = np.frombuffer(result["hashes"], dtype="<u8")
         keep = np.zeros(len(hashes), dtype=bool)
         for i, h in enumerate(hashes.tolist()):  # the first occurrence wins, in input order
@@ -413,12 +324,12 @@ class _Collector:
                 keep[i] = True
         self.vocab.update(result["chars"])
         for i in np.flatnonzero(~keep):  # duplicates are few: un-count them one by one
-            self.vocab.subtract(batch.column(0)[int(i)].as_py())
+            self.vocab.subtract(rows.line(int(i)))
         codes = np.frombuffer(result["splits"], dtype=np.uint8)
         for code, split in enumerate(SPLITS):
             mask = keep & (codes == code)
             if mask.any():
-                self.writers[split].write(batch.filter(pa.array(mask)), hashes[mask].tobytes())
+                self.writer.add(split, rows.select(mask))
         stat, n_dup = self.inputs[index], int(len(keep) - keep.sum())
         stat["dropped"].update(result["dropped"] + Counter(duplicate=n_dup))
         stat["lines_kept"] += int(keep.sum())
@@ -426,21 +337,17 @@ class _Collector:
 
     def finish(self, tmp: Path) -> dict:
         """Close the splits, write chars.tsv; the output half of the stats."""
-        for writer in self.writers.values():
-            writer.close()
-        _write_json(tmp / "dataset_dict.json", {"splits": list(SPLITS)})
+        splits = self.writer.close()["splits"]
         vocab, lexicon = +self.vocab, Lexicon.default()  # +: drop chars seen only in duplicates
         rows = sorted(vocab.items(), key=lambda kv: (-kv[1], kv[0]))
         rows += [(ch, 0) for ch in sorted(set(lexicon.chars) - vocab.keys())]
-        with open(tmp / "chars.tsv", "w", encoding="utf-8", newline="\n") as f:
+        with open(tmp / CHARS_FILE, "w", encoding="utf-8", newline="\n") as f:
             f.writelines(f"{ch}\t{n}\n" for ch, n in rows)
         outside = [(ch, n) for ch, n in rows if n and ch not in lexicon]
-        is_han = re.compile(f"[{_HAN}]").fullmatch
+        is_han = re.compile(f"[{HAN}]").fullmatch
         return {
-            "lines": {"kept": sum(w.rows for w in self.writers.values()),
-                      **{s: w.rows for s, w in self.writers.items()}},
-            "chars": {"kept": sum(w.chars for w in self.writers.values()),
-                      **{s: w.chars for s, w in self.writers.items()}},
+            **{key: {"kept": sum(s[key] for s in splits.values()),
+                     **{name: s[key] for name, s in splits.items()}} for key in ("lines", "chars")},
             "vocab_size": len(vocab),
             "outside_lexicon": {
                 "distinct": len(outside),
@@ -457,16 +364,17 @@ def _pool(num_workers: int):
 
     if num_workers == 1:  # in-process: no start-up cost, and easy to debug
         return ThreadPool(1)
-    # spawn, not fork: the parent may already run threads (Arrow, datasets streaming).
+    # spawn, not fork: the parent may already run threads (datasets streaming, tokenizers).
     return multiprocessing.get_context("spawn").Pool(num_workers)
 
 
 def _progress(enabled: bool):
     from rich import progress as rp
+    from rich.console import Console
 
     return rp.Progress(rp.TextColumn("preparing"), rp.BarColumn(), rp.DownloadColumn(),
                        rp.TransferSpeedColumn(), rp.TextColumn("{task.fields[lines]:,} lines"),
-                       rp.TimeElapsedColumn(), disable=not enabled)
+                       rp.TimeElapsedColumn(), disable=not enabled, console=Console(stderr=True))
 
 
 def prepare(inputs: Sequence[str], out: str | Path, *, text_field: str = "text",
@@ -481,16 +389,17 @@ def prepare(inputs: Sequence[str], out: str | Path, *, text_field: str = "text",
     .csv: column TEXT_COLUMN; each may be .gz), a folder of them (recursive; a folder of
     parquet/arrow files is read as a Hugging Face dataset), or a Hugging Face dataset name
     (or hf:NAME; split HF_SPLIT, else all splits). Lines are normalised, split into sentences
-    (into clauses past MAX_CHARS), kept if they hold at least MIN_HANZI hanzi, optionally
+    (into clauses past MAX_CHARS), kept if they hold at least MINHANZI hanzi, optionally
     converted to simplified, deduplicated and annotated with pinyin. A file whose name says
     train/valid/val/dev/test keeps that split; other lines go to valid/test with the given
     fractions by a hash of (SEED, line). With NUM_SHARDS > 1 only the lines of shard
     SHARD_INDEX are kept, so several machines can prepare disjoint parts.
 
-    Writes to OUT: train/, valid/, test/ (a DatasetDict for datasets.load_from_disk(OUT),
-    columns text and pinyin), chars.tsv (char, count; unseen lexicon chars last at count 0)
-    and stats.json. Bad input is skipped, counted in stats.json and warned about. The same
-    inputs and seed give byte-identical files (bar "run" in stats.json). Returns the stats.
+    Writes to OUT: train/, valid/, test/ and dataset.json (memory-mapped arrays of code points
+    and syllables, read with :func:`pinzi.corpus.load_prepared`), chars.tsv (char, count;
+    unseen lexicon chars last at count 0) and stats.json. Bad input is skipped, counted in
+    stats.json and warned about. The same inputs and seed give byte-identical files (bar
+    "run" in stats.json). Returns the stats.
     Raises FileNotFoundError for a missing input path and DataError for an unusable input.
     """
     started = time.perf_counter()

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pinzi.errors import DataError
+from pinzi.io import numbered_lines
 from pinzi.ngram import CharNgram
 
 DEFAULT_WORD_WEIGHT = 4.0  # log-score bonus of a user word: strong enough to beat near-ties
@@ -35,21 +37,20 @@ class UserDict:
         that names the line.
         """
         words: dict[str, float] = {}
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                parts = line.split()
-                if not parts or parts[0].startswith("#"):
-                    continue
-                if len(parts) > 2:
-                    raise ValueError(f"{path}:{number}: expected 'word [weight]', got {line!r}")
-                try:
-                    weight = float(parts[1]) if len(parts) == 2 else DEFAULT_WORD_WEIGHT
-                except ValueError as err:
-                    raise ValueError(f"{path}:{number}: weight {parts[1]!r} is not a number") \
-                        from err
-                if not math.isfinite(weight):
-                    raise ValueError(f"{path}:{number}: weight must be finite")
-                words[parts[0]] = weight
+        for number, line in numbered_lines(Path(path)):
+            parts = line.split()
+            if not parts or parts[0].startswith("#"):
+                continue
+            if len(parts) > 2:
+                raise DataError(f"{path}:{number}: expected 'word [weight]', got {line!r}")
+            try:
+                weight = float(parts[1]) if len(parts) == 2 else DEFAULT_WORD_WEIGHT
+            except ValueError as err:
+                raise DataError(f"{path}:{number}: weight {parts[1]!r} is not a number") \
+                    from err
+            if not math.isfinite(weight):
+                raise DataError(f"{path}:{number}: weight must be finite")
+            words[parts[0]] = weight
         return cls(words)
 
     def __post_init__(self) -> None:
@@ -108,8 +109,8 @@ def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 
     adds the model's log-probability, ``lm_weight`` times the n-gram log-probability given the
     previous two characters, and user-word bonuses. With neither a language model nor a user
     dictionary the scores factorise and the search is exact for the top ``k`` when
-    ``beam >= k``. Hypotheses in the middle of a user word are kept beyond the beam (up to
-    ``beam`` more) so that the word can complete.
+    ``beam >= k`` and ``expand >= k``. Hypotheses in the middle of a user word are kept beyond
+    the beam (up to ``beam`` more) so that the word can complete.
 
     Every hypothesis has taken one candidate per position, so two extensions never spell the
     same text and the beam needs no merging: the scores of all extensions are one numpy array.

@@ -19,15 +19,17 @@ Everything per token is vectorised with numpy; the only Python loops run once pe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 
+from pinzi.converter import DecodingConfig
+from pinzi.corpus import TokenizedCorpus
 from pinzi.lexicon import Lexicon
+from pinzi.lora import has_adapter, save_adapter
 from pinzi.ngram import CharNgram
 from pinzi.pinyin import FUZZY_PAIRS, SYLLABLES, fuzzy_variants, initial_of
 from pinzi.tokenizer import PAD_ID, UNK_ID, PinziTokenizer
@@ -35,6 +37,8 @@ from pinzi.tokenizer import PAD_ID, UNK_ID, PinziTokenizer
 
 @dataclass
 class NoiseConfig:
+    """The ``noise`` section of the pretraining and fine-tuning settings."""
+
     all_pinyin: float = 0.5  # share of sentences typed entirely in pinyin
     suffix: float = 0.3  # share typed in pinyin after a committed hanzi prefix; the rest: one span
     span_fraction: float = 0.4  # mean length of that span, as a share of the sentence
@@ -42,58 +46,6 @@ class NoiseConfig:
     fuzzy_rate: float = 0.04  # a replaced character typed as a fuzzy variant of its syllable
     max_length: int = 128  # longer lines are cut
     eval_lines: int = 2000  # validation lines used for loss and char_acc
-
-
-@dataclass
-class TokenizedCorpus:
-    """A prepared split as flat arrays: char ids, syllable token ids (0: not hanzi), offsets."""
-
-    chars: np.ndarray  # (total,) int32
-    syllables: np.ndarray  # (total,) int32
-    offsets: np.ndarray  # (lines + 1,) int64
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    @classmethod
-    def from_table(cls, table: pa.Table, tokenizer: PinziTokenizer,
-                   chunk: int = 200_000) -> TokenizedCorpus:
-        """Encode a table with ``text`` and ``pinyin`` columns without a per-character loop."""
-        syllable_set = pa.array(SYLLABLES)
-        chars, syllables, lengths = [], [], []
-        for batch in table.to_batches(max_chunksize=chunk):
-            text = batch.column("text")
-            codepoints = np.frombuffer("".join(text.to_pylist()).encode("utf-32-le"), np.uint32)
-            flat = batch.column("pinyin").flatten()
-            if len(flat) != len(codepoints):
-                raise ValueError("pinyin column is not aligned with the text (one entry per char)")
-            index = pc.index_in(flat, value_set=syllable_set).fill_null(-1).to_numpy()
-            chars.append(tokenizer.encode_codepoints(codepoints))
-            syllables.append(np.where(index >= 0, index + tokenizer.syllable_offset, 0))
-            lengths.append(pc.utf8_length(text).to_numpy(zero_copy_only=False))
-        lengths_all = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
-        offsets = np.zeros(len(lengths_all) + 1, np.int64)
-        np.cumsum(lengths_all, out=offsets[1:])
-        def joined(parts: list[np.ndarray]) -> np.ndarray:
-            return np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32)
-
-        return cls(joined(chars), joined(syllables), offsets)
-
-    def gather(self, lines: np.ndarray, max_length: int) -> tuple[np.ndarray, ...]:
-        """(chars, syllables, lengths) of ``lines`` as padded (B, T) arrays."""
-        lengths = np.minimum(self.lengths[lines], max_length)
-        T = max(1, int(lengths.max(initial=1)))
-        positions = self.offsets[lines][:, None] + np.arange(T)[None, :]
-        real = np.arange(T)[None, :] < lengths[:, None]
-        positions = np.where(real, positions, 0)
-        if len(self.chars) == 0:
-            return np.zeros_like(positions), np.zeros_like(positions), lengths
-        return (np.where(real, self.chars[positions], PAD_ID),
-                np.where(real, self.syllables[positions], 0), lengths)
 
 
 class TokenTables:
@@ -127,10 +79,14 @@ class PinyinDenoisingTask:
 
     def __init__(self, train: TokenizedCorpus, valid: TokenizedCorpus, tokenizer: PinziTokenizer,
                  tables: TokenTables, noise: NoiseConfig, *, batch_tokens: int, seed: int,
-                 ngram: CharNgram | None = None):
+                 ngram: CharNgram | None = None, decoding: DecodingConfig | None = None,
+                 adapter_base: dict[str, Any] | None = None):
+        """``ngram`` and ``decoding`` are saved with the model; ``adapter_base`` (the base's
+        name, path and fingerprint) makes a model with a LoRA adapter save the adapter alone."""
         self.train_corpus, self.valid_corpus, self.ngram = train, valid, ngram
         self.tokenizer, self.tables, self.noise = tokenizer, tables, noise
         self.batch_tokens, self.seed = batch_tokens, seed
+        self.decoding, self.adapter_base = decoding or DecodingConfig(), adapter_base
 
     # ---- batching ----------------------------------------------------------------------------
     def batches(self, epoch: int) -> list[np.ndarray]:
@@ -219,103 +175,12 @@ class PinyinDenoisingTask:
         return {"loss": total_loss / max(1, batches), "char_acc": correct / max(1, count)}
 
     def save(self, model, directory: Path) -> None:
+        """A converter folder, or the adapter alone when the model carries one."""
+        if has_adapter(model):
+            save_adapter(model, directory, **self.adapter_base)
+            return
         model.save_pretrained(directory)
         self.tokenizer.save(directory)
+        self.decoding.save(directory)
         if self.ngram is not None:
             self.ngram.save(directory)
-
-
-# ---- the `pinzi pretrain` / `pinzi finetune` job ----------------------------------------
-def load_prepared(data_dir: str | Path):
-    """The DatasetDict written by `pinzi data prepare`, with a clear error when it is not one."""
-    from datasets import load_from_disk
-
-    from pinzi.train import TrainingError
-
-    path = Path(data_dir)
-    if not (path / "chars.tsv").exists():
-        raise TrainingError(f"{path} is not a prepared dataset (no chars.tsv): run "
-                            "`pinzi data prepare INPUT... --out DIR` first")
-    try:
-        splits = load_from_disk(str(path))
-    except Exception as err:
-        raise TrainingError(f"{path} holds a damaged or incomplete dataset: {err}") from err
-    for split in ("train", "valid"):
-        if split not in splits:
-            raise TrainingError(f"{path} has no {split!r} split")
-        missing = {"text", "pinyin"} - set(splits[split].column_names)
-        if missing:
-            raise TrainingError(f"{path}/{split} lacks the column(s) {', '.join(sorted(missing))}")
-    if len(splits["train"]) == 0:
-        raise TrainingError(f"{path}: the train split is empty")
-    return splits
-
-
-def train_converter(data_dir: str | Path, out_dir: str | Path, *, base: str | None = None,
-                    preset: str = "small", settings: dict | None = None, resume: bool = False,
-                    progress: bool = True, on_step=None, prepare=None) -> dict:
-    """Pretrain a converter from scratch (``base=None``) or continue training ``base``.
-
-    ``settings`` holds TrainConfig, NoiseConfig and PinziConfig fields (from a config file and
-    command-line overrides); unknown names are an error that suggests the closest one.
-    ``prepare(model, task) -> (model, task)``, when given, runs just before training: domain
-    fine-tuning uses it to put LoRA adapters on the model and save only them (pinzi.finetune).
-    """
-    from pinzi.model import PinziConfig, PinziForPinyin, load_pretrained
-    from pinzi.train import (
-        TrainConfig,
-        TrainingError,
-        build_dataclass,
-        check_known,
-        split_settings,
-        train,
-    )
-
-    out = Path(out_dir)
-    train_values, noise_values, model_values = split_settings(settings or {}, TrainConfig,
-                                                              NoiseConfig)
-    cfg = build_dataclass(TrainConfig, train_values, where="the training settings")
-    noise = build_dataclass(NoiseConfig, noise_values, where="the noise settings")
-    splits = load_prepared(data_dir)
-    lexicon = Lexicon.default()
-
-    if base is not None:
-        if model_values:
-            raise TrainingError(f"model settings ({', '.join(model_values)}) cannot change "
-                                "when fine-tuning a base model")
-        model, tokenizer = load_pretrained(PinziForPinyin, base)
-    elif resume and (out / "checkpoints" / "vocab.json").exists():
-        tokenizer = PinziTokenizer.load(out / "checkpoints")
-        model = None
-    else:
-        tokenizer = PinziTokenizer.from_counts(Path(data_dir) / "chars.tsv", lexicon=lexicon)
-        model = None
-    if model is None:
-        import inspect
-
-        known = set(inspect.signature(PinziConfig.__init__).parameters) - {"self", "kwargs"}
-        check_known(model_values, known | {f.name for f in fields(TrainConfig)}
-                    | {f.name for f in fields(NoiseConfig)}, where="the settings")
-        try:
-            config = PinziConfig.from_preset(preset, vocab_size=tokenizer.vocab_size,
-                                             char_offset=tokenizer.char_offset,
-                                             n_chars=tokenizer.n_chars, **model_values)
-        except (ValueError, TypeError) as err:
-            raise TrainingError(str(err)) from err
-        torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights
-        model = PinziForPinyin(config)
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    tokenizer.save(out / "checkpoints")
-    noise.max_length = min(noise.max_length, model.config.max_position_embeddings)
-
-    train_corpus = TokenizedCorpus.from_table(splits["train"].data.table, tokenizer)
-    # The decoder's n-gram model comes from the same text, counted in seconds.
-    ngram = CharNgram.build(train_corpus.chars, train_corpus.offsets, tokenizer.char_offset,
-                              tokenizer.n_chars)
-    task = PinyinDenoisingTask(
-        train_corpus, TokenizedCorpus.from_table(splits["valid"].data.table, tokenizer),
-        tokenizer, TokenTables(tokenizer, lexicon), noise,
-        batch_tokens=cfg.batch_tokens, seed=cfg.seed, ngram=ngram)
-    if prepare is not None:  # pinzi.finetune: LoRA adapters, the base's n-gram model
-        model, task = prepare(model, task)
-    return train(model, task, cfg, out, resume=resume, progress=progress, on_step=on_step)

@@ -25,8 +25,10 @@ import torch
 from torch import nn
 
 from pinzi.backends import INPUTS, ONNX_FILE, OnnxScorer, onnxruntime_available
-from pinzi.converter import shipped_model_path
-from pinzi.model import ModelLoadError, PinziForPinyin, load_pretrained
+from pinzi.converter import DECODING_FILE
+from pinzi.errors import ModelLoadError, SettingsError
+from pinzi.hub import resolve_model
+from pinzi.model import PinziForPinyin, load_pretrained
 from pinzi.ngram import NGRAM_FILE
 from pinzi.tokenizer import VOCAB_FILE
 
@@ -51,7 +53,7 @@ def export_onnx(model: str | Path | None, out: str | Path, *, quantize: str | No
     """Export the converter in folder ``model`` (default: the shipped one) to ``out/model.onnx``.
 
     Args:
-        model: a local model folder (safetensors + config.json + vocab.json).
+        model: a model folder or hub id (safetensors + config.json + vocab.json).
         out: the output folder (created; may be ``model`` itself).
         quantize: ``"int8"`` for onnxruntime dynamic quantisation, or None for float32.
 
@@ -63,14 +65,13 @@ def export_onnx(model: str | Path | None, out: str | Path, *, quantize: str | No
     'runs/small-onnx/model.onnx'
     """
     if quantize is not None and quantize not in QUANTIZE:
-        raise ValueError(f"unknown quantisation {quantize!r}; choose one of {', '.join(QUANTIZE)}")
+        raise SettingsError(f"unknown quantisation {quantize!r}; choose one of "
+                            f"{', '.join(QUANTIZE)}")
     if not onnxruntime_available():
         raise ModelLoadError("exporting to ONNX needs onnx and onnxruntime: "
                              'pip install "pinzi[onnx]"')
-    source = Path(model) if model else shipped_model_path()
-    if not source.is_dir():
-        raise ModelLoadError(f"no model folder {str(source)!r}: export needs a local folder")
-    net, _ = load_pretrained(PinziForPinyin, str(source))
+    source = resolve_model(model)
+    net, _ = load_pretrained(PinziForPinyin, source)
     graph = _CandidateScores(net).eval()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +114,7 @@ def export_onnx(model: str | Path | None, out: str | Path, *, quantize: str | No
                              op_types_to_quantize=["MatMul", "Gather"])
         else:
             shutil.copyfile(float_path, out / ONNX_FILE)
-    for name in ("config.json", VOCAB_FILE, NGRAM_FILE):
+    for name in ("config.json", VOCAB_FILE, NGRAM_FILE, DECODING_FILE):
         if (source / name).exists() and (out / name).resolve() != (source / name).resolve():
             shutil.copyfile(source / name, out / name)
     return {"path": str(out / ONNX_FILE), "bytes": (out / ONNX_FILE).stat().st_size,

@@ -10,16 +10,29 @@ Shapes in comments: B batch, T tokens, D hidden size, H heads, N selected positi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
-from transformers.modeling_outputs import ModelOutput
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+from transformers.modeling_outputs import BaseModelOutput, ModelOutput
 from transformers.utils import logging as hf_logging
 
-from pinzi.tokenizer import ModelLoadError
+from pinzi.errors import ModelLoadError, SettingsError
+from pinzi.hf import PinziHFTokenizer
+from pinzi.hub import resolve_model
+from pinzi.tokenizer import PinziTokenizer
 
 # Loading and saving a few-MB model needs no progress bars of its own (they would also
 # break the training progress bar and the one-line-per-line output of `pinzi convert`).
@@ -84,6 +97,32 @@ class PinziConfig(PretrainedConfig):
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         return cls(**{**PRESETS[name], **overrides})
+
+
+@dataclass
+class ModelSettings:
+    """The ``model`` section of ``pinzi pretrain``'s settings: a named size, and any field of it
+    to set otherwise (None: the preset's value, or :class:`PinziConfig`'s default)."""
+
+    preset: Literal["tiny", "small", "base", "large"] = "small"
+    arch: Literal["transformer", "lstm-attention"] = "transformer"
+    hidden_size: int | None = None
+    num_layers: int | None = None
+    num_heads: int | None = None
+    intermediate_size: int | None = None
+    max_position_embeddings: int | None = None
+    dropout: float | None = None
+    initializer_range: float | None = None
+
+    def config(self, tokenizer: PinziTokenizer) -> PinziConfig:
+        """The config of a new model over ``tokenizer``'s vocabulary."""
+        fields = {k: v for k, v in asdict(self).items() if k != "preset" and v is not None}
+        try:
+            return PinziConfig.from_preset(self.preset, vocab_size=tokenizer.vocab_size,
+                                           char_offset=tokenizer.char_offset,
+                                           n_chars=tokenizer.n_chars, **fields)
+        except ValueError as err:
+            raise SettingsError(f"model settings: {err}") from err
 
 
 # ---- the Transformer ------------------------------------------------------------------------
@@ -195,6 +234,24 @@ class PinziPreTrainedModel(PreTrainedModel):
         return self.encoder(input_ids, attention_mask)
 
 
+class PinziModel(PinziPreTrainedModel):
+    """The bare encoder, what ``AutoModel`` loads: hidden states (B, T, D), no head.
+
+    Its weights are named as in the task models (``encoder.*``), so it loads the encoder of a
+    converter or a classifier folder and leaves their heads out.
+    """
+
+    _keys_to_ignore_on_load_unexpected = [r"^char_bias$", r"^classifier\."]  # the task heads
+
+    def __init__(self, config: PinziConfig):
+        super().__init__(config)
+        self.post_init()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                **kwargs) -> BaseModelOutput:
+        return BaseModelOutput(last_hidden_state=self.encode(input_ids, attention_mask))
+
+
 @dataclass
 class PinyinOutput(ModelOutput):
     loss: torch.Tensor | None = None
@@ -295,24 +352,14 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def load_pretrained(cls: type[PinziPreTrainedModel], name_or_path: str, **overrides):
-    """Load ``cls`` and its tokenizer from a folder or a Hugging Face hub id (safetensors only).
+def load_pretrained(cls: type[PinziPreTrainedModel], name_or_path: str | Path | None,
+                    **overrides):
+    """Load ``cls`` and its tokenizer from a folder, a Hugging Face hub id, or the shipped model
+    (``None``); safetensors only.
 
     Returns ``(model, tokenizer)``; raises :class:`ModelLoadError` with a readable reason.
     """
-    from pathlib import Path
-
-    from pinzi.tokenizer import PinziTokenizer
-
-    folder = Path(name_or_path)
-    if not folder.exists():
-        try:
-            from huggingface_hub import snapshot_download
-
-            folder = Path(snapshot_download(name_or_path))
-        except Exception as err:  # offline, unknown repo, bad name: one clear message
-            raise ModelLoadError(f"no model folder {name_or_path!r} here, and it could not be "
-                                 f"fetched from the Hugging Face hub: {err}") from err
+    folder = resolve_model(name_or_path)
     tokenizer = PinziTokenizer.load(folder)
     try:
         # float32 whatever the file holds: the shipped weights are float16 to halve the size
@@ -325,3 +372,17 @@ def load_pretrained(cls: type[PinziPreTrainedModel], name_or_path: str, **overri
                              f"weights expect {model.config.vocab_size}")
     model.eval()
     return model, tokenizer
+
+
+# ---- Hugging Face Auto classes ---------------------------------------------------------------
+# Importing this module (``import pinzi.model``, which any use of a pinzi model does) makes
+# AutoConfig / AutoModel* / AutoTokenizer.from_pretrained(folder) understand pinzi folders.
+# `import pinzi` alone does not: it must stay free of torch and transformers.
+AutoConfig.register(PinziConfig.model_type, PinziConfig, exist_ok=True)
+AutoModel.register(PinziConfig, PinziModel, exist_ok=True)
+# PinziForPinyin is masked-LM-like: at each position typed as pinyin (a syllable, an initial or
+# [MASK]) it predicts the character, with a head tied to the input embeddings. Its logits score
+# the C characters only, index i being vocabulary id char_offset + i, not the whole vocabulary.
+AutoModelForMaskedLM.register(PinziConfig, PinziForPinyin, exist_ok=True)
+AutoModelForSequenceClassification.register(PinziConfig, PinziForClassification, exist_ok=True)
+AutoTokenizer.register(PinziConfig, tokenizer_class=PinziHFTokenizer, exist_ok=True)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pinzi.errors import ModelLoadError
+
 NGRAM_FILE = "ngram.npz"
 DISCOUNT = 0.75
 
@@ -126,7 +128,7 @@ class CharNgram:
                 arrays.update({name: np.cumsum(data[name + _DELTA]) for name in _KEYS})
             return cls(**arrays)
         except (OSError, ValueError, KeyError) as err:
-            raise ValueError(f"{path} is damaged or from an older pinzi: {err}") from err
+            raise ModelLoadError(f"{path} is damaged or from an older pinzi: {err}") from err
 
 
 _FIELDS = ("unigram", "bigram_keys", "bigram_logprobs", "bigram_backoff", "trigram_keys",

@@ -47,7 +47,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pinzi import __version__
-from pinzi.converter import Converter, InputTooLong
+from pinzi.converter import Converter
+from pinzi.errors import PinziError
 from pinzi.pinyin import FUZZY_PAIRS
 
 STATIC = resources.files("pinzi") / "static"
@@ -63,10 +64,15 @@ class Limits:
     max_k: int = 20  # candidates per /v1/candidates
 
 
-class Classifier(Protocol):
-    """What /v1/classify needs: one ``(label, probability)`` per text, in order."""
+class Prediction(Protocol):
+    label: str
+    prob: float
 
-    def predict(self, texts: list[str]) -> list[tuple[str, float]]: ...
+
+class Classifier(Protocol):
+    """What /v1/classify needs: one prediction (label, probability) per text, in order."""
+
+    def predict(self, texts: list[str]) -> Sequence[Prediction]: ...
 
 
 # ---- request and response bodies ----------------------------------------------------------------
@@ -205,8 +211,9 @@ async def _http_error(request: Request, error: Exception) -> Response:
     return await http_exception_handler(request, error)
 
 
-async def _input_too_long(request: Request, error: Exception) -> JSONResponse:
-    # The converter's own ceiling (MAX_INPUT_CHARS), reached only when Limits are set above it.
+async def _user_error(request: Request, error: Exception) -> JSONResponse:
+    # A problem with what the client asked, e.g. the converter's own ceiling (MAX_INPUT_CHARS),
+    # reached only when Limits are set above it.
     return JSONResponse({"detail": str(error)}, status_code=422)
 
 
@@ -242,8 +249,7 @@ class ServeConfig:
 def build_app(config: ServeConfig) -> FastAPI:
     """Load the model (and classifier) of ``config`` and build the app around them.
 
-    Raises :class:`~pinzi.tokenizer.ModelLoadError`, ``OSError`` or ``ValueError`` (a
-    :class:`~pinzi.classify.ClassifyError` too) with a message for the user.
+    Raises a :class:`~pinzi.errors.PinziError` with a message for the user.
     """
     converter = Converter.from_pretrained(config.model, backend=config.backend,
                                           threads=config.threads)
@@ -254,7 +260,7 @@ def build_app(config: ServeConfig) -> FastAPI:
                 for name, path in config.adapters.items()}
     classifier = None
     if config.classifier is not None:
-        from pinzi.classify import TextClassifier
+        from pinzi.classifier import TextClassifier  # torch: only with --classifier
 
         classifier = TextClassifier.load(config.classifier, device="cpu")
     return create_app(converter, adapters=adapters, classifier=classifier,
@@ -297,7 +303,7 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
                               + ", ".join(f"{k}={v}" for k, v in asdict(limits).items()))
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(InputTooLong, _input_too_long)
+    app.add_exception_handler(PinziError, _user_error)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     if cors_origins:  # added last, so outermost: errors from BodyLimit carry CORS headers too
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
@@ -320,14 +326,21 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
                                      f"{loaded}")
         return adapters[body.adapter]
 
-    # A keystroke's conversion takes about 2 ms, less than a hop to the threadpool and back
+    # A keystroke on onnxruntime takes about 2 ms, less than a hop to the threadpool and back
     # costs under load: run on the event loop it served 30% more requests a second
-    # (bench/serve_load.py, 50 clients flat out, 2 workers). Batches can take seconds, so
-    # /v1/convert and /v1/classify are plain `def` routes, which FastAPI runs in its threadpool.
+    # (bench/serve_load.py, 50 clients flat out, 2 workers). A scorer that is not that cheap
+    # (PyTorch, which adapters run on) goes to the threadpool, so that it never holds up the
+    # loop and /healthz. Batches can take seconds, so /v1/convert and /v1/classify are plain
+    # `def` routes, which FastAPI runs in its threadpool.
     @v1.post("/candidates", response_model=CandidatesResponse)
     async def candidates(body: CandidatesRequest) -> CandidatesResponse:  # type: ignore[valid-type]
         """The n-best conversions of one pinyin buffer: what an IME asks on each keystroke."""
-        best = converter_for(body).candidates(body.pinyin, k=body.k, **options(body))
+        chosen = converter_for(body)
+        if chosen.scorer.cheap:
+            best = chosen.candidates(body.pinyin, k=body.k, **options(body))
+        else:
+            best = await run_in_threadpool(chosen.candidates, body.pinyin, k=body.k,
+                                           **options(body))
         return CandidatesResponse(pinyin=body.pinyin, candidates=[
             Candidate(hanzi=hanzi, score=round(score, 4)) for hanzi, score in best])
 
@@ -342,8 +355,8 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
         def classify(body: ClassifyRequest) -> ClassifyResponse:  # type: ignore[valid-type]
             """A label and its probability for each text."""
             predictions = classifier.predict(list(body.texts))
-            return ClassifyResponse(results=[Label(label=label, prob=prob)
-                                             for label, prob in predictions])
+            return ClassifyResponse(results=[Label(label=p.label, prob=p.prob)
+                                             for p in predictions])
 
     app.include_router(v1)
 

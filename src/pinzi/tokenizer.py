@@ -12,6 +12,7 @@ Saved as ``vocab.json`` beside the model weights.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Sequence
 from functools import cached_property
@@ -19,20 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from pinzi.errors import ModelLoadError
 from pinzi.lexicon import Lexicon
 from pinzi.pinyin import INITIALS, SYLLABLES, Piece, initial_of
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIALS))
 VOCAB_FILE = "vocab.json"
-
-
-class ModelLoadError(ValueError):
-    """A model folder or hub id that cannot be loaded: missing, corrupt or mismatched.
-
-    Defined here, beside the vocabulary that every model folder holds, so that loading on the
-    onnxruntime backend needs neither torch nor transformers.
-    """
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"  # for Hugging Face, see save_tokenizer_config
 
 
 class PinziTokenizer:
@@ -126,6 +121,29 @@ class PinziTokenizer:
                    "initials": INITIALS}
         Path(directory, VOCAB_FILE).write_text(json.dumps(payload, ensure_ascii=False),
                                                encoding="utf-8")
+        self.save_tokenizer_config(directory)
+
+    def save_tokenizer_config(self, directory: str | Path,
+                              model_max_length: int | None = None) -> None:
+        """Write ``tokenizer_config.json``, the file the Hugging Face ecosystem reads first: the
+        tokenizer class (:class:`pinzi.hf.PinziHFTokenizer`, which ``AutoTokenizer`` finds once
+        :mod:`pinzi.model` is imported), the special tokens and the longest input.
+
+        ``model_max_length`` defaults to the ``max_position_embeddings`` of a ``config.json``
+        already in ``directory`` (the model is saved first); without one it is left out.
+        """
+        if model_max_length is None:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                model_config = json.loads(Path(directory, "config.json").read_text("utf-8"))
+                model_max_length = model_config.get("max_position_embeddings")
+        payload = {"tokenizer_class": "PinziHFTokenizer", "pad_token": SPECIALS[PAD_ID],
+                   "unk_token": SPECIALS[UNK_ID], "cls_token": SPECIALS[CLS_ID],
+                   "sep_token": SPECIALS[SEP_ID], "mask_token": SPECIALS[MASK_ID],
+                   "clean_up_tokenization_spaces": False}
+        if isinstance(model_max_length, int):
+            payload["model_max_length"] = model_max_length
+        Path(directory, TOKENIZER_CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n",
+                                                          encoding="utf-8")
 
     @classmethod
     def load(cls, directory: str | Path) -> PinziTokenizer:
@@ -134,11 +152,12 @@ class PinziTokenizer:
             payload = json.loads(path.read_text(encoding="utf-8"))
             chars = payload["chars"]
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{path} is missing or is not a pinzi vocabulary: {err}") from err
+            raise ModelLoadError(f"{path} is missing or is not a pinzi vocabulary: {err}"
+                                 ) from err
         if (tuple(payload.get("syllables", ())) != SYLLABLES
                 or tuple(payload.get("initials", ())) != INITIALS
                 or tuple(payload.get("specials", ())) != SPECIALS):
-            raise ValueError(f"{path} was written for another syllable inventory; "
+            raise ModelLoadError(f"{path} was written for another syllable inventory; "
                              "it cannot be used with this version of pinzi")
         return cls(chars)
 

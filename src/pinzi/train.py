@@ -19,32 +19,32 @@ Run folder layout::
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import errno
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-
-class TrainingError(RuntimeError):
-    """A problem the user can fix (bad config, missing data, full disk): shown without traceback."""
+from pinzi.errors import TrainingError
+from pinzi.io import write_atomic, write_dir_atomic
+from pinzi.plots import plot_history
 
 
 @dataclass
 class TrainConfig:
-    learning_rate: float = 1e-3
+    """The ``train`` section of every training job's settings."""
+
+    learning_rate: float = 1e-3  # the peak, reached after the warmup
     weight_decay: float = 0.01
-    warmup_steps: int = 200
+    warmup_steps: float = 200  # steps of linear warmup; under 1: a share of max_steps
     max_steps: int = 2000
     max_minutes: float = 0.0  # stop (and keep the best model) after this wall time; 0 = no limit
     batch_tokens: int = 8192  # tokens per batch (padded), per process
@@ -56,7 +56,13 @@ class TrainConfig:
     patience: int = 0  # evaluations without improvement before stopping; 0 = never stop early
     log_every: int = 10
     seed: int = 1234
-    mixed_precision: str = "auto"  # auto | no | bf16 | fp16 ("auto": bf16 on a GPU that has it)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on a GPU with it
+
+    @property
+    def warmup(self) -> int:
+        """The warmup in steps (at least 1)."""
+        steps = self.warmup_steps * self.max_steps if self.warmup_steps < 1 else self.warmup_steps
+        return max(1, int(steps))
 
 
 class Task(Protocol):
@@ -87,69 +93,6 @@ class TrainState:
     evals_without_improvement: int = 0
 
 
-# ---- config files -----------------------------------------------------------------------------
-def check_known(keys, known, *, where: str) -> None:
-    """Raise a TrainingError naming each unknown key and the closest known one."""
-    unknown = [k for k in keys if k not in known]
-    if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, list(known), n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise TrainingError(f"unknown setting {', '.join(hints)} in {where}")
-
-
-def build_dataclass(cls: type, values: dict[str, Any], *, where: str) -> Any:
-    """``cls(**values)`` with a helpful error for unknown keys and wrong types."""
-    check_known(values, {f.name for f in dataclasses.fields(cls)}, where=where)
-    typed = {}
-    for key, value in values.items():
-        default = getattr(cls(), key)
-        try:
-            typed[key] = type(default)(value) if not isinstance(value, type(default)) else value
-        except (TypeError, ValueError) as err:
-            raise TrainingError(f"{key} in {where} must be a {type(default).__name__}, "
-                                f"got {value!r}") from err
-    return cls(**typed)
-
-
-def read_config_file(path: str | Path | None) -> dict[str, Any]:
-    """A YAML or TOML file of settings (flat, or grouped in sections that are merged)."""
-    if path is None:
-        return {}
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        if path.suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-    except OSError as err:
-        raise TrainingError(f"cannot read config file {path}: {err.strerror}") from err
-    except Exception as err:  # a parser error: show where, not a traceback
-        raise TrainingError(f"config file {path} is not valid: {err}") from err
-    if not isinstance(data, dict):
-        raise TrainingError(f"config file {path} must hold key: value settings")
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        flat.update(value if isinstance(value, dict) else {key: value})
-    return flat
-
-
-def split_settings(settings: dict[str, Any], *classes: type) -> list[dict[str, Any]]:
-    """Route each setting to the dataclass that has a field of that name; unknown ones go last."""
-    parts: list[dict[str, Any]] = [{} for _ in range(len(classes) + 1)]
-    for key, value in settings.items():
-        owner = next((i for i, c in enumerate(classes)
-                      if key in {f.name for f in dataclasses.fields(c)}), len(classes))
-        parts[owner][key] = value
-    return parts
-
-
 # ---- optimisation -------------------------------------------------------------------------------
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; no weight decay on biases, norms and embeddings (the usual GPT/BERT recipe)."""
@@ -165,34 +108,10 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to 1, then cosine decay to 10% at max_steps."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.max_steps - cfg.warmup))
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-# ---- atomic files ----------------------------------------------------------------------
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_dir_atomic(target: Path, fill: Callable[[Path], None]) -> None:
-    """Fill a fresh temporary folder, then swap it in place of ``target`` with renames."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    fill(tmp)
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 class Checkpoints:
@@ -258,6 +177,9 @@ def _endless_batches(task: Task, state: TrainState, rank: int, world: int) -> It
     """(epoch, index, description) from the resume position on; each process takes its share."""
     while True:
         batches = task.batches(state.epoch)
+        if len(batches) < world:  # some process would wait for a batch forever
+            raise TrainingError(f"an epoch has {len(batches)} batch(es), fewer than the {world} "
+                                "processes: use a smaller batch_tokens or fewer processes")
         for index in range(state.batch_index, len(batches)):
             if index % world == rank:
                 yield state.epoch, index, batches[index]
@@ -435,6 +357,7 @@ def _tensorboard(out: Path):
 
 
 def _progress_bar(total: int, enabled: bool):
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -447,29 +370,5 @@ def _progress_bar(total: int, enabled: bool):
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("loss {task.fields[loss]:.4f}"),
                     TextColumn("{task.fields[speed]:,.0f} tok/s"), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled)
-
-
-def plot_history(history_path: Path, png_path: Path, metric: str) -> None:
-    """Loss (train and valid) and the validation metric against steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(r) for r in history_path.read_text().splitlines() if r]
-    train_rows = [r for r in rows if "loss" in r]
-    valid_rows = [r for r in rows if f"valid_{metric}" in r]
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot([r["step"] for r in train_rows], [r["loss"] for r in train_rows], label="train")
-    ax_loss.plot([r["step"] for r in valid_rows], [r["valid_loss"] for r in valid_rows], "o-",
-                 label="valid")
-    ax_loss.set(xlabel="step", ylabel="loss", title="loss")
-    ax_loss.legend()
-    ax_metric.plot([r["step"] for r in valid_rows], [r[f"valid_{metric}"] for r in valid_rows],
-                   "o-")
-    ax_metric.set(xlabel="step", ylabel=metric, title=f"validation {metric}")
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
-
+                    TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled,
+                    console=Console(stderr=True))  # stdout is for results
