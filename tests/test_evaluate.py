@@ -12,6 +12,7 @@ from conftest import SENTENCES
 from typer.testing import CliRunner
 
 from pinzi.cli import app
+from pinzi.errors import DataError
 from pinzi.evaluate import (
     Clause,
     char_correct,
@@ -114,6 +115,19 @@ def test_read_clauses_text_tsv_and_pinyin_tsv(tmp_path):
     given, annotated = read_clauses(pairs)
     assert given == Clause("行走", ("hang", "zou"))  # the file's own pinyin is the input
     assert annotated == Clause("我爱北京", ("wo", "ai", "bei", "jing"))  # 2 syllables for 4 hanzi
+
+
+def test_a_byte_order_mark_costs_no_clause(tmp_path):
+    for name, body in (("bom.txt", TEXT), ("bom.tsv", "pinyin\thanzi\nni hao\t你好\n"),
+                       ("bom.tsv.gz", "text\n我爱北京\n")):
+        path = tmp_path / name
+        data = ("\ufeff" + body).encode("utf-8")
+        path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+        plain = tmp_path / f"plain-{name}"
+        plain.write_bytes(gzip.compress(body.encode()) if name.endswith(".gz") else body.encode())
+        assert read_clauses(path) == read_clauses(plain) != [], name
+    with pytest.raises(DataError, match="cannot read"):
+        read_clauses(tmp_path / "missing.txt")
 
 
 # ---- the driver ---------------------------------------------------------------------------------

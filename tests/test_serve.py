@@ -6,6 +6,7 @@ graph converts exactly as PyTorch does; `pinzi serve` answers and stops cleanly 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -367,3 +368,41 @@ def test_serve_command_refuses_a_broken_model_before_starting_workers(tmp_path):
     result = CliRunner().invoke(cli, ["serve", "--model", str(tmp_path), "--workers", "2"])
     assert result.exit_code == 2 and "Traceback" not in result.output  # fail(): usage-style
     assert str(tmp_path) in result.stderr
+
+
+class SlowScorer:
+    """The tiny model's scorer, a third of a second a call: a big model on PyTorch."""
+
+    def __init__(self, scorer, cheap: bool):
+        self.scorer, self.cheap, self.name = scorer, cheap, scorer.name
+
+    def __call__(self, *arrays):
+        time.sleep(0.3)
+        return self.scorer(*arrays)
+
+
+@pytest.mark.parametrize("cheap", [False, True])
+def test_a_costly_keystroke_never_holds_up_the_event_loop(converter, cheap):
+    slow = Converter(SlowScorer(converter.scorer, cheap), converter.tokenizer,
+                     decoding=converter.decoding, ngram=converter.ngram)
+    app = create_app(slow)
+
+    async def race() -> list[str]:
+        done: list[str] = []
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://pinzi") as client:
+            async def keystroke():
+                await client.post("/v1/candidates", json={"pinyin": "nihao"})
+                done.append("keystroke")
+
+            async def probe():
+                await asyncio.sleep(0.05)  # while the keystroke is being converted
+                await client.get("/healthz")
+                done.append("healthz")
+
+            await asyncio.gather(keystroke(), probe())
+        return done
+
+    # A costly scorer runs in the threadpool, so the probe is answered first; a cheap one runs
+    # on the loop (faster under load), and the probe waits for it.
+    assert asyncio.run(race()) == (["keystroke", "healthz"] if cheap else ["healthz", "keystroke"])

@@ -97,7 +97,7 @@ def finetune(
         help="Comma-separated module names to adapt (default: qkv,out,mlp.0,mlp.2).")] = None,
     config: ConfigFile = None,
     set_: Overrides = None,
-    max_steps: Annotated[int | None, typer.Option(help="Optimiser steps (default: 2000).")
+    max_steps: Annotated[int | None, typer.Option(help="Optimiser steps \\[default: 2000].")
                          ] = None,
     max_minutes: MaxMinutes = None,
     domain_test: Annotated[list[Path] | None, typer.Option(
