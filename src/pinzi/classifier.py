@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pinzi.errors import DataError, ModelLoadError
 from pinzi.hub import model_config
@@ -136,7 +137,6 @@ def load_model(folder: str, kind: str, *, what: str = "a classifier", **override
                 return load_pretrained(PinziForClassification, folder, **overrides)
             except ValueError as err:  # e.g. a vocabulary with a character twice
                 raise ModelLoadError(f"the model in {folder} cannot be loaded: {err}") from err
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder)

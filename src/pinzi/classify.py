@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 
 from pinzi.classifier import TextClassifier, label_indices, model_kind
 from pinzi.classify_task import (
@@ -132,7 +133,6 @@ def train_classifier(base: str, train_file: str | Path, dev_file: str | Path,
                               batch_tokens=cfg.batch_tokens, seed=cfg.seed, info=info)
     summary = train(model, task, cfg, out, resume=resume, progress=progress, on_step=on_step)
 
-    from accelerate import PartialState
 
     if not PartialState().is_main_process:  # several processes: the main one reports
         return summary

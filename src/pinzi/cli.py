@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 from typer.core import TyperGroup
 
 from pinzi import __version__, cli_train
@@ -216,8 +217,6 @@ def eval_(
     their pinyin (pypinyin, toneless) is the input. Reports character accuracy, clause exact
     match and P@5 (the gold among the 5 best) per file and input form.
     """
-    from rich.table import Table
-
     from pinzi.converter import Converter
     from pinzi.evaluate import FORMS, evaluate_clauses, read_clauses, require_bleu
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from rich.console import Console
 from rich.markup import escape
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message stays one line, for logs and grep
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 

@@ -15,6 +15,7 @@ import csv
 import gzip
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -25,9 +26,13 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
+from multiprocessing.pool import ThreadPool
 from pathlib import Path
 
 import numpy as np
+import opencc
+from rich import progress as rp
+from rich.console import Console
 
 from pinzi.corpus import CHARS_FILE, SPLITS, CorpusWriter, Rows
 from pinzi.errors import DataError
@@ -85,8 +90,6 @@ def split_sentences(text: str, max_chars: int) -> tuple[list[str], int]:
 
 @cache
 def _t2s():
-    import opencc
-
     return opencc.OpenCC("t2s")
 
 
@@ -359,9 +362,6 @@ class _Collector:
 
 
 def _pool(num_workers: int):
-    import multiprocessing
-    from multiprocessing.pool import ThreadPool
-
     if num_workers == 1:  # in-process: no start-up cost, and easy to debug
         return ThreadPool(1)
     # spawn, not fork: the parent may already run threads (datasets streaming, tokenizers).
@@ -369,9 +369,6 @@ def _pool(num_workers: int):
 
 
 def _progress(enabled: bool):
-    from rich import progress as rp
-    from rich.console import Console
-
     return rp.Progress(rp.TextColumn("preparing"), rp.BarColumn(), rp.DownloadColumn(),
                        rp.TransferSpeedColumn(), rp.TextColumn("{task.fields[lines]:,} lines"),
                        rp.TimeElapsedColumn(), disable=not enabled, console=Console(stderr=True))

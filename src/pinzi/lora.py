@@ -27,6 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from peft import (
+    LoraConfig,
+    get_peft_model_state_dict,
+    inject_adapter_in_model,
+    set_peft_model_state_dict,
+)
+from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pinzi.errors import ModelLoadError, SettingsError
@@ -70,8 +78,6 @@ def apply_lora(model: nn.Module, settings: LoraSettings, *,
     """Put fresh LoRA layers on ``model`` (in place) and freeze every other weight, except
     those of the modules named in ``train_also``. ``B`` starts at zero, so the outputs do not
     change until it trains. SettingsError when a target matches no Linear layer."""
-    from peft import LoraConfig
-
     settings.check()
     targets = settings.target_names(model)
     config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha,
@@ -98,8 +104,6 @@ def check_targets(model: nn.Module, targets: Sequence[str] | None) -> None:
 
 
 def _inject(model: nn.Module, config) -> nn.Module:
-    from peft import inject_adapter_in_model
-
     if hasattr(model, "peft_config"):
         raise SettingsError("the model already has a LoRA adapter; load the base model again")
     check_targets(model, None if config.target_modules is None else list(config.target_modules))
@@ -114,8 +118,6 @@ def _inject(model: nn.Module, config) -> nn.Module:
 
 def set_adapter_enabled(model: nn.Module, enabled: bool) -> None:
     """Switch every LoRA layer of ``model`` on or off (off: exactly the base model's outputs)."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
     for module in model.modules():
         if isinstance(module, BaseTunerLayer):
             module.enable_adapters(enabled)
@@ -127,8 +129,6 @@ def has_adapter(model: nn.Module) -> bool:
 
 def merge_into_base(model: nn.Module) -> nn.Module:
     """Fold every LoRA layer into its base Linear (``W + (alpha / r) B A``), in place."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
     for name, module in list(model.named_modules()):
         if isinstance(module, BaseTunerLayer):
             module.merge()
@@ -177,9 +177,6 @@ def _base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def save_adapter(model: nn.Module, directory: str | Path, *, base: str, base_path: str,
                  base_fingerprint: dict[str, Any]) -> None:
     """Write the adapter alone: its weights, its peft config and the base it belongs to."""
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = get_peft_model_state_dict(model)
@@ -201,9 +198,6 @@ def is_adapter(directory: str | Path) -> bool:
 
 def read_adapter(directory: str | Path) -> tuple[Any, dict[str, torch.Tensor], dict[str, Any]]:
     """(LoraConfig, weights, base info) of an adapter folder; ModelLoadError if it is none."""
-    from peft import LoraConfig
-    from safetensors.torch import load_file
-
     directory = Path(directory)
     if not directory.is_dir():
         raise ModelLoadError(f"no adapter folder {str(directory)!r}")
@@ -233,8 +227,6 @@ def load_adapter(model: nn.Module, adapter_dir: str | Path, *,
     :class:`ModelLoadError` names the base it needs. Other base weights of the same shape
     (e.g. a later checkpoint) load with a warning.
     """
-    from peft import set_peft_model_state_dict
-
     config, weights, info = read_adapter(adapter_dir)
     if tokenizer is None and model.name_or_path and Path(model.name_or_path, VOCAB_FILE).is_file():
         tokenizer = PinziTokenizer.load(model.name_or_path)

@@ -26,6 +26,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
+import tomllib
+import yaml
+
 from pinzi.errors import SettingsError
 from pinzi.io import write_atomic
 
@@ -55,14 +58,7 @@ def read_config_file(path: str | Path | None) -> dict[str, Any]:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-        if path.suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text) or {}
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text) or {}
     except OSError as err:
         raise SettingsError(f"cannot read config file {path}: {err.strerror}") from err
     except Exception as err:  # a parser error: show where, not a traceback
@@ -74,8 +70,6 @@ def read_config_file(path: str | Path | None) -> dict[str, Any]:
 
 def parse_assignments(items: list[str] | None) -> dict[str, Any]:
     """``["train.learning_rate=5e-4", "seed=7"]`` -> settings, values read as YAML scalars."""
-    import yaml
-
     settings: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")

@@ -30,6 +30,17 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -193,9 +204,6 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | Path, *
 
     ``on_step(step, loss)`` is called after every optimiser step (tests use it to interrupt).
     """
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision),
@@ -357,16 +365,6 @@ def _tensorboard(out: Path):
 
 
 def _progress_bar(total: int, enabled: bool):
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("loss {task.fields[loss]:.4f}"),
                     TextColumn("{task.fields[speed]:,.0f} tok/s"), TimeElapsedColumn(),
