@@ -41,7 +41,9 @@ class NoiseConfig:
 
     all_pinyin: float = 0.5  # share of sentences typed entirely in pinyin
     suffix: float = 0.3  # share typed in pinyin after a committed hanzi prefix; the rest: one span
-    span_fraction: float = 0.4  # mean length of that span, as a share of the sentence
+    # The span's drawn length as a share of the sentence (x 0.5 to 1.5); it starts anywhere and
+    # is cut at the end, so it covers about 0.31 of a sentence on average at 0.4.
+    span_fraction: float = 0.4
     initial_rate: float = 0.08  # a replaced character typed as its initial only
     fuzzy_rate: float = 0.04  # a replaced character typed as a fuzzy variant of its syllable
     max_length: int = 128  # longer lines are cut
@@ -154,6 +156,7 @@ class PinyinDenoisingTask:
                 "candidate_mask": candidate_mask}
 
     # ---- validation --------------------------------------------------------------------------
+    @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:
         """Loss and character accuracy on fully-typed validation lines (full syllables)."""
         corpus = self.valid_corpus
