@@ -50,6 +50,8 @@ SETS = {
     "chnsenticorp": "chnsenticorp_htl/test.tsv.gz",
     "thu2020": "thu_ime_homework/test2020.tsv.gz",
     "thu2022": "thu_ime_homework/test2022.tsv.gz",
+    "weibo": "weibo_hot/test.txt.gz",
+    "zhihu": "zhihu_questions/test.txt.gz",
 }
 MODEL = "pinzi"  # the system name of the model in the tables
 

@@ -1,15 +1,17 @@
-"""Tune decoding on *validation* text: n-gram weight, readings, reading-cost gap, lexicon.
+"""Tune decoding on *validation* text: n-gram weight, readings, reading-cost gap, lexicon, words.
 
     python bench/tune_decoding.py --data work/general --weights 0.5,1.0,1.5,2.0 \
         --readings 1,4 --forms spaced,continuous,abbreviated
     python bench/tune_decoding.py --forms continuous --gaps 0,10,11,1000 --limit 1000 --data \
         ../shared/data/{cctv_xwlb/valid,kdconv_dialog/dev,crosswoz_dialog/val}.txt.gz
+    python bench/tune_decoding.py --word-weights 0,0.3,0.6 --word-nbest 8,16 --data ...
 
 ``--data``: a folder from ``pinzi data prepare`` (clauses sampled evenly from its validation
 split), or dev files as ``pinzi eval`` reads them (the first ``--limit`` clauses of each). Never
 a test set, so the settings chosen here do not peek at the accuracy benchmark. Prints char
 accuracy, exact match, the mean model rows (readings decoded) and time per clause for every
-combination of form, weight, readings and gap, per file and over all of them.
+combination of form, weight, readings, gap and word weight / n-best (with the model folder's
+word list, words.tsv.gz), per file and over all of them.
 """
 
 from __future__ import annotations
@@ -64,6 +66,11 @@ def main() -> None:
                         help="readings (segmentations) of the input decoded at most per line")
     parser.add_argument("--gaps", type=numbers(float), default=[DecodingConfig.max_cost_gap],
                         help="decode readings costing at most this much above the best one")
+    parser.add_argument("--word-weights", type=numbers(float),
+                        default=[DecodingConfig.word_weight],
+                        help="weights of the word model's score (0: characters alone)")
+    parser.add_argument("--word-nbest", type=numbers(int), default=[DecodingConfig.word_nbest],
+                        help="conversions per reading that the word model ranks again")
     parser.add_argument("--lexicons", default="attested",
                         help="candidates: attested (readings some word uses, the default) or all")
     parser.add_argument("--forms", default="spaced")
@@ -76,14 +83,16 @@ def main() -> None:
     for form in args.forms.split(","):
         if form not in FORMS:
             parser.error(f"unknown form {form}")
-        for lexicon, weight, readings, gap in itertools.product(
-                args.lexicons.split(","), args.weights, args.readings, args.gaps):
+        for lexicon, weight, readings, gap, word_weight, word_nbest in itertools.product(
+                args.lexicons.split(","), args.weights, args.readings, args.gaps,
+                args.word_weights, args.word_nbest):
             if lexicon not in LEXICONS:
                 parser.error(f"unknown lexicon {lexicon}")
             decoding = dataclasses.replace(base.decoding, lm_weight=weight, readings=readings,
-                                           max_cost_gap=gap)
+                                           max_cost_gap=gap, word_weight=word_weight,
+                                           word_nbest=word_nbest)
             converter = Converter(counter, base.tokenizer, LEXICONS[lexicon](), ngram=base.ngram,
-                                  decoding=decoding)
+                                  decoding=decoding, words=base.words)
             correct = chars = clauses = 0
             counter.rows = 0
             start = time.perf_counter()
@@ -98,6 +107,7 @@ def main() -> None:
                           f"exact {100 * result['exact']:.2f}")
             per_clause = (time.perf_counter() - start) / clauses * 1000
             print(f"{form:<12} {lexicon:<8} weight {weight:<4} readings {readings} gap {gap:<5} "
+                  f"words {word_weight:<4} x{word_nbest:<3} "
                   f"char acc {100 * correct / chars:.2f}  rows {counter.rows / clauses:.2f}  "
                   f"{per_clause:.1f} ms/clause", flush=True)
 

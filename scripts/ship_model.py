@@ -20,8 +20,9 @@ from pinzi.converter import DECODING_FILE
 from pinzi.export import export_onnx
 from pinzi.hub import shipped_model_path
 from pinzi.model import PinziForPinyin, load_pretrained
+from pinzi.tokenizer import TOKENIZER_CONFIG_FILE
 
-SHIPPED_FILES = ("vocab.json", "ngram.npz", DECODING_FILE)
+SHIPPED_FILES = ("vocab.json", TOKENIZER_CONFIG_FILE, "ngram.npz", DECODING_FILE)
 
 
 def main(run_dir: str) -> None:

@@ -42,4 +42,14 @@ $PINZI data prepare "${GENERAL[@]}" work/extra --out work/general2
 $PINZI pretrain --base work/runs/default --data work/general2 --out work/runs/general2 \
   --config configs/continue.yaml
 
-.venv/bin/python scripts/ship_model.py work/runs/general2
+# Stage 3: everyday language (Weibo trending topics, Zhihu questions: their train splits only)
+# beside the stage-2 text, continuing stage 2 (configs/stage3.yaml); the trigram tables are
+# counted from all of it.
+$PINZI data prepare "${GENERAL[@]}" work/extra "$DATA/weibo_hot/train.txt.gz" \
+  "$DATA/zhihu_questions/train.txt.gz" --out work/general3
+$PINZI pretrain --base work/runs/general2 --data work/general3 --out work/runs/stage3 \
+  --config configs/stage3.yaml
+
+.venv/bin/python scripts/ship_model.py work/runs/stage3
+# The word list that decoding re-ranks with (needs jieba and wordfreq: pip install wordfreq).
+.venv/bin/python scripts/build_words.py src/pinzi/resources/model

@@ -18,7 +18,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pinzi"
 LAYERS = {
     "foundations": ["errors", "hub", "io", "plots", "text"],
-    "core": ["pinyin", "lexicon", "tokenizer", "model", "ngram", "lora", "metrics", "hf"],
+    "core": ["pinyin", "lexicon", "tokenizer", "model", "ngram", "lora", "metrics", "hf",
+             "words"],
     "inference": ["backends", "decode", "converter", "evaluate", "classifier"],
     "training": ["settings", "train", "corpus", "data", "denoise", "classify_task"],
     "recipes": ["pretrain", "finetune", "classify"],

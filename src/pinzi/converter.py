@@ -33,6 +33,7 @@ from pinzi.lexicon import Lexicon
 from pinzi.ngram import CharNgram
 from pinzi.pinyin import Piece, scored_segmentations
 from pinzi.tokenizer import PAD_ID, PinziTokenizer
+from pinzi.words import WordModel
 
 MAX_INPUT_CHARS = 4096  # longer lines are refused: no IME buffer is that long
 WINDOW = 64  # pinyin pieces per model call; longer inputs are converted window by window
@@ -57,6 +58,11 @@ class DecodingConfig:
     # still read so.
     max_cost_gap: float = 10
     reading_penalty: float = 1.0  # log-score cost per rank of a less likely reading
+    # Word knowledge (pinzi.words, when the folder has words.tsv.gz): the n-best conversions
+    # of each reading are ranked again with this weight times their best segmentation's
+    # word log-probability. 0: characters alone.
+    word_weight: float = 0.0
+    word_nbest: int = 16  # conversions per reading that the word model ranks again
 
     def save(self, directory: str | Path) -> None:
         Path(directory, DECODING_FILE).write_text(
@@ -85,13 +91,14 @@ class Converter:
 
     def __init__(self, scorer: CandidateScorer, tokenizer: PinziTokenizer,
                  lexicon: Lexicon | None = None, *, decoding: DecodingConfig | None = None,
-                 userdict: UserDict | None = None, ngram: CharNgram | None = None):
+                 userdict: UserDict | None = None, ngram: CharNgram | None = None,
+                 words: WordModel | None = None):
         self.scorer = scorer
         self.tokenizer = tokenizer
         self.lexicon = lexicon or Lexicon.attested()
         self.decoding = decoding or DecodingConfig()
         self.userdict = userdict or UserDict()
-        self.ngram = ngram
+        self.ngram, self.words = ngram, words
         self._chars = np.array(tokenizer.chars, dtype=object)
         self._candidates = lru_cache(maxsize=65536)(self._piece_candidates)
 
@@ -130,6 +137,8 @@ class Converter:
         options.setdefault("decoding", DecodingConfig.load(folder))
         if "ngram" not in options:  # a given one (None too) spares reading the tables
             options["ngram"] = CharNgram.load(folder)
+        if "words" not in options:
+            options["words"] = WordModel.load(folder)
         return cls(scorer, tokenizer, **options)
 
     # ---- public API -----------------------------------------------------------------------------
@@ -163,15 +172,28 @@ class Converter:
             return [(self._convert_long(best, context, userdict), 0.0)]
         scored: dict[str, float] = {}
         for rank, positions in enumerate(self._score(readings, context)):
-            for text, score in beam_search(positions, beam=decoding.beam, k=k,
-                                           userdict=userdict, lm=self.ngram,
-                                           lm_weight=decoding.lm_weight):
+            for text, score in self._search(positions, k, userdict):
                 score -= decoding.reading_penalty * rank
                 if score > scored.get(text, -math.inf):
                     scored[text] = score
         return sorted(scored.items(), key=lambda item: (-item[1], item[0]))[:k]
 
     # ---- internals ---------------------------------------------------------------------------
+    def _search(self, positions: list[Position | str], k: int,
+                userdict: UserDict) -> list[tuple[str, float]]:
+        """The ``k`` best conversions of one reading: the beam search over characters, then,
+        with a word model, its ``word_nbest`` best ranked again with the words' score."""
+        decoding = self.decoding
+        use_words = self.words is not None and decoding.word_weight > 0
+        found = beam_search(positions, beam=decoding.beam,
+                            k=max(k, decoding.word_nbest) if use_words else k,
+                            userdict=userdict, lm=self.ngram, lm_weight=decoding.lm_weight)
+        if not use_words:
+            return found
+        rescored = [(text, score + decoding.word_weight * self.words.score(text))
+                    for text, score in found]
+        return sorted(rescored, key=lambda item: (-item[1], item[0]))[:k]
+
     def _kept_letters(self, reading: list[Piece]) -> int:
         """Letters a reading copies to the output: those of pass-through text, and pinyin
         pieces that no character of the vocabulary reads (``eng``)."""
@@ -242,8 +264,7 @@ class Converter:
                 size += _size(piece)
             if window and (piece is None or size >= WINDOW):
                 positions = self._score([window], context + output)[0]
-                output += beam_search(positions, beam=self.decoding.beam, userdict=userdict,
-                                      lm=self.ngram, lm_weight=self.decoding.lm_weight)[0][0]
+                output += self._search(positions, 1, userdict)[0][0]
                 window, size = [], 0
         return output
 

@@ -40,6 +40,7 @@ from typing import Protocol
 from pinzi.errors import DataError, PinziError
 from pinzi.io import format_of, open_text
 from pinzi.pinyin import annotate, initial_of, normalize_syllable
+from pinzi.text import is_hanzi
 
 FORMS = ("spaced", "continuous", "abbreviated")
 DEFAULT_SEED = 1234
@@ -62,13 +63,6 @@ class Clause:
 
 
 # ---- gold text -> clauses -----------------------------------------------------------------------
-def is_hanzi(ch: str) -> bool:
-    """CJK ideographs, with exactly the ranges of the peers' score.py (so both keep one set)."""
-    cp = ord(ch)
-    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x3FFFF
-            or 0xF900 <= cp <= 0xFAFF or cp == 0x3007)
-
-
 def split_clauses(line: str) -> list[str]:
     """The all-hanzi clauses of a gold line, spaces removed (score.py ``--split-clauses``)."""
     clauses, current = [], []

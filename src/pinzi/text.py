@@ -16,6 +16,13 @@ HAN = "\u3007\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
 _SPACES = re.compile(r"\s+")
 
 
+def is_hanzi(ch: str) -> bool:
+    """CJK ideographs, with exactly the ranges of the peers' score.py (so both keep one set)."""
+    cp = ord(ch)
+    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x3FFFF
+            or 0xF900 <= cp <= 0xFAFF or cp == 0x3007)
+
+
 @cache
 def _norm_table() -> dict[int, int | None]:
     # Full-width ASCII -> ASCII, except the Chinese punctuation the corpus keeps as is.
