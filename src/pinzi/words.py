@@ -39,6 +39,7 @@ class WordModel:
         self.longest = max(map(len, logprobs))
         self.unknown = min(logprobs.values()) - math.log(UNKNOWN_FACTOR)
         self.score = lru_cache(maxsize=65536)(self._score)
+        self._segment = lru_cache(maxsize=65536)(self._segment)  # by prefix
 
     @classmethod
     def load(cls, directory: str | Path) -> WordModel | None:
@@ -74,13 +75,16 @@ class WordModel:
         return total
 
     def _segment(self, run: str) -> float:
-        best = [0.0] + [-math.inf] * len(run)  # best[i]: the best log-probability of run[:i]
-        for end in range(1, len(run) + 1):
-            for size in range(1, min(self.longest, end) + 1):
-                logprob = self.logprobs.get(run[end - size:end])
-                if logprob is None:
-                    if size > 1:
-                        continue
-                    logprob = self.unknown
-                best[end] = max(best[end], best[end - size] + logprob)
-        return best[-1]
+        """The best log-probability of ``run`` (all hanzi), from those of its prefixes: the
+        conversions ranked together share most of their prefixes, so each is computed once."""
+        if not run:
+            return 0.0
+        best = -math.inf
+        for size in range(1, min(self.longest, len(run)) + 1):
+            logprob = self.logprobs.get(run[-size:])
+            if logprob is None:
+                if size > 1:
+                    continue
+                logprob = self.unknown
+            best = max(best, self._segment(run[:-size]) + logprob)
+        return best
