@@ -11,7 +11,8 @@ split), or dev files as ``pinzi eval`` reads them (the first ``--limit`` clauses
 a test set, so the settings chosen here do not peek at the accuracy benchmark. Prints char
 accuracy, exact match, the mean model rows (readings decoded) and time per clause for every
 combination of form, weight, readings, gap and word weight / n-best (with the model folder's
-word list, words.tsv.gz), per file and over all of them.
+word list, words.tsv.gz), per file and over all of them. An option left out takes the model's
+own setting (its decoding_config.json).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import time
 from pathlib import Path
 
 from pinzi import Converter
-from pinzi.converter import DecodingConfig
 from pinzi.evaluate import FORMS, clauses_from_lines, evaluate_clauses, read_clauses
 from pinzi.lexicon import Lexicon
 
@@ -61,15 +61,15 @@ def main() -> None:
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     parser.add_argument("--data", required=True, nargs="+",
                         help="a prepared folder, or validation text files")
-    parser.add_argument("--weights", type=numbers(float), default=[DecodingConfig.lm_weight])
-    parser.add_argument("--readings", type=numbers(int), default=[4],
+    parser.add_argument("--weights", type=numbers(float),
+                        help="n-gram weights [default: the model's]")
+    parser.add_argument("--readings", type=numbers(int),
                         help="readings (segmentations) of the input decoded at most per line")
-    parser.add_argument("--gaps", type=numbers(float), default=[DecodingConfig.max_cost_gap],
+    parser.add_argument("--gaps", type=numbers(float),
                         help="decode readings costing at most this much above the best one")
     parser.add_argument("--word-weights", type=numbers(float),
-                        default=[DecodingConfig.word_weight],
                         help="weights of the word model's score (0: characters alone)")
-    parser.add_argument("--word-nbest", type=numbers(int), default=[DecodingConfig.word_nbest],
+    parser.add_argument("--word-nbest", type=numbers(int),
                         help="conversions per reading that the word model ranks again")
     parser.add_argument("--lexicons", default="attested",
                         help="candidates: attested (readings some word uses, the default) or all")
@@ -78,6 +78,11 @@ def main() -> None:
     args = parser.parse_args()
     sets = load_sets(args.data, args.limit)
     base = Converter.from_pretrained(args.model, backend=args.backend, threads=1)
+    for option, field in (("weights", "lm_weight"), ("readings", "readings"),
+                          ("gaps", "max_cost_gap"), ("word_weights", "word_weight"),
+                          ("word_nbest", "word_nbest")):  # unset: the model's own setting
+        if getattr(args, option) is None:
+            setattr(args, option, [getattr(base.decoding, field)])
     counter = RowCounter(base.scorer)
     print(f"{sum(map(len, sets.values()))} validation clauses, {base.scorer.name} backend")
     for form in args.forms.split(","):

@@ -77,6 +77,19 @@ def test_syllables_no_character_reads_do_not_win_for_free(shipped):
         assert not any(c.isascii() for text in found for c in text), found
 
 
+def test_english_among_pinyin_is_kept_as_typed(shipped):
+    for typed, best in [("hellonihao", "hello你好"), ("jintianqukfcchifan", "今天去kfc吃饭"),
+                        ("wifimimashishenme", "wifi密码是什么")]:
+        assert shipped.convert(typed) == best
+    assert shipped.convert("wo xihuan python biancheng").startswith("我喜欢python")
+
+
+def test_the_word_list_ranks_everyday_words_first(shipped):
+    assert shipped.words is not None and shipped.decoding.word_weight > 0
+    assert shipped.convert("duochuandianyifu") == "多穿点衣服"  # not 多穿点一幅
+    assert shipped.convert("zhoumoyoukongma") == "周末有空吗"  # not 粥没有空吗
+
+
 def test_candidates_leave_out_readings_no_word_uses(shipped):
     found = [text for text, _ in shipped.candidates("xian", k=20)]
     assert found[0] == "现" and "省" not in found  # 省 is read xian in no word

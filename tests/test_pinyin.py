@@ -251,14 +251,14 @@ def test_continuous_input_reads_as_syllables() -> None:
 
 
 def test_long_input_is_read_whole() -> None:
-    text = "nihao3a.b@" * 300 + "x" * 2000
+    text = "nihao3a.b@" * 300 + "q" * 2000
     found = segmentations(text)
     assert 1 <= len(found) <= 8
     target = normalize_input(text).lower()
     assert all("".join(p.text for p in reading).lower() == target for reading in found)
     # the long letter run is read as 2000 abbreviations, and as one pass-through word too
-    assert [(p.text, p.kind) for p in found[0][-2000:]] == [("x", "initial")] * 2000
-    assert any(reading[-1] == Piece("x" * 2000, "other") for reading in found)
+    assert [(p.text, p.kind) for p in found[0][-2000:]] == [("q", "initial")] * 2000
+    assert any(reading[-1] == Piece("q" * 2000, "other") for reading in found)
 
 
 PINYINISH = st.text(
@@ -311,3 +311,21 @@ def test_annotation_resolves_polyphones_in_context() -> None:
     text = "他在银行门口行走，重新看了看重要的长城。"
     expected = "ta zai yin hang men kou xing zou _ chong xin kan le kan zhong yao de chang cheng _"
     assert annotate(text) == ["" if s == "_" else s for s in expected.split()]
+
+
+@pytest.mark.parametrize(("typed", "pieces"), [
+    ("hellonihao", "hello ni hao"), ("wifimimashishenme", "wifi mi ma shi shen me"),
+    ("jintianqukfcchifan", "jin tian qu kfc chi fan"),
+    ("wo xihuan python biancheng", "wo xi huan python bian cheng"), ("iPhone", "iPhone"),
+])
+def test_english_words_pass_through(typed, pieces):
+    best = segmentations(typed)[0]
+    assert " ".join(p.text for p in best) == pieces
+    english = [p for p in best if p.kind == "other"]
+    assert english and all(p.output == p.text for p in english)
+
+
+@pytest.mark.parametrize("typed", ["xian", "dang", "fang", "men", "change", "hahaha", "banana",
+                                   "nihao", "tiananmen", "wzdl", "bjdx"])
+def test_pinyin_that_spells_english_stays_pinyin(typed):
+    assert all(p.kind != "other" for p in segmentations(typed)[0])

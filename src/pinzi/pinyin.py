@@ -6,10 +6,13 @@ The rules implemented here are written down, with examples, in docs/pinyin.md.
 
 from __future__ import annotations
 
+import gzip
 import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
+from pathlib import Path
 
 # Every toneless syllable pypinyin (Style.NORMAL) can emit for any character or phrase in its
 # dictionaries -- the standard ~400 plus interjections (ng hm hng m n ê) and rare readings
@@ -233,7 +236,24 @@ def normalize_input(text: str) -> str:
 # standard orthography writes an apostrophe there (fang'an): "fangan" reads "fan gan" first.
 # The syllabic nasals ng, hm, hng are rarely meant ("jing" is not "ji ng") and cost extra too.
 _PIECE, _INITIAL, _PREFIX, _ZERO_INITIAL, _NASAL = 10, 10, 5, 1, 3
+# An English word typed among pinyin (hellonihao, wifi) passes through as typed: it costs
+# _PIECE + _ENGLISH, plus _RARITY per Zipf point below 6 (a common word, 6 and above, adds
+# nothing; the rarest listed, Zipf 3, add 6). So up to three full syllables (30) always read as
+# pinyin (xian, change -> chang'e, hahaha), and an English word wins over a reading that needs
+# initials or unfinished syllables (hello: he l l o, 60).
+_ENGLISH, _RARITY = 20, 2
+_MIN_ENGLISH, _MAX_ENGLISH = 3, 15  # letters of a listed English word
 _Span = tuple[int, int, str]  # start, end, kind within a letter run
+
+
+@lru_cache(maxsize=1)
+def _english_costs() -> dict[str, int]:
+    """The listed English words (resources/english.tsv.gz) and what reading one costs."""
+    path = Path(str(resources.files("pinzi") / "resources" / "english.tsv.gz"))
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        rows = [line.split("\t") for line in f if not line.startswith("#")]
+    return {word: _PIECE + _ENGLISH + round(_RARITY * max(0.0, 6 - float(zipf)))
+            for word, zipf in rows}
 
 
 @lru_cache(maxsize=2048)
@@ -245,12 +265,17 @@ def _read_run(run: str, last: bool, k: int) -> tuple[tuple[int, tuple[_Span, ...
     chained as (previous chain, span) while reading; sorts are stable, hence deterministic.
     """
     n = len(run)
+    english = _english_costs()
     best: list[list[tuple[int, tuple | None]]] = [[] for _ in range(n + 1)]
     best[0] = [(0, None)]
     for i in range(n):
         if not best[i]:
             continue
         best[i] = sorted(best[i], key=_cost)[:k]
+        for j in range(i + _MIN_ENGLISH, min(n, i + _MAX_ENGLISH) + 1):
+            cost = english.get(run[i:j])
+            if cost is not None:
+                best[j].extend((c + cost, (chain, (i, j, "english"))) for c, chain in best[i])
         for j in range(i + 1, min(n, i + _MAX_SPELLING) + 1):
             s = run[i:j]
             if s in _INITIAL_SET:  # also "m" and "n", which are syllables too
@@ -380,7 +405,8 @@ def scored_segmentations(
             last = index == len(tokens) - 1
             whole = spaced and (low in _SPELLINGS or low in _INITIAL_SET)
             options = [  # a whole piece is also the cheapest reading: keep just that one
-                (cost, tuple(_pinyin_piece(low[a:b], k, fuzzy) for a, b, k in spans))
+                (cost, tuple(Piece(tok[a:b], "other") if k == "english"
+                             else _pinyin_piece(low[a:b], k, fuzzy) for a, b, k in spans))
                 if spans
                 else (cost, (Piece(tok, "other"),))
                 for cost, spans in _read_run(low, last, 1 if whole else keep)
