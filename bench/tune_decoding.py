@@ -71,6 +71,8 @@ def main() -> None:
                         help="weights of the word model's score (0: characters alone)")
     parser.add_argument("--word-nbest", type=numbers(int),
                         help="conversions per reading that the word model ranks again")
+    parser.add_argument("--word-fitting", type=numbers(int),
+                        help="fitting words kept per start position (0: none)")
     parser.add_argument("--lexicons", default="attested",
                         help="candidates: attested (readings some word uses, the default) or all")
     parser.add_argument("--forms", default="spaced")
@@ -80,7 +82,8 @@ def main() -> None:
     base = Converter.from_pretrained(args.model, backend=args.backend, threads=1)
     for option, field in (("weights", "lm_weight"), ("readings", "readings"),
                           ("gaps", "max_cost_gap"), ("word_weights", "word_weight"),
-                          ("word_nbest", "word_nbest")):  # unset: the model's own setting
+                          ("word_nbest", "word_nbest"),
+                          ("word_fitting", "word_fitting")):  # unset: the model's own setting
         if getattr(args, option) is None:
             setattr(args, option, [getattr(base.decoding, field)])
     counter = RowCounter(base.scorer)
@@ -88,14 +91,14 @@ def main() -> None:
     for form in args.forms.split(","):
         if form not in FORMS:
             parser.error(f"unknown form {form}")
-        for lexicon, weight, readings, gap, word_weight, word_nbest in itertools.product(
+        for lexicon, weight, readings, gap, word_weight, word_nbest, fitting in itertools.product(
                 args.lexicons.split(","), args.weights, args.readings, args.gaps,
-                args.word_weights, args.word_nbest):
+                args.word_weights, args.word_nbest, args.word_fitting):
             if lexicon not in LEXICONS:
                 parser.error(f"unknown lexicon {lexicon}")
             decoding = dataclasses.replace(base.decoding, lm_weight=weight, readings=readings,
                                            max_cost_gap=gap, word_weight=word_weight,
-                                           word_nbest=word_nbest)
+                                           word_nbest=word_nbest, word_fitting=fitting)
             converter = Converter(counter, base.tokenizer, LEXICONS[lexicon](), ngram=base.ngram,
                                   decoding=decoding, words=base.words)
             correct = chars = clauses = 0
@@ -112,7 +115,7 @@ def main() -> None:
                           f"exact {100 * result['exact']:.2f}")
             per_clause = (time.perf_counter() - start) / clauses * 1000
             print(f"{form:<12} {lexicon:<8} weight {weight:<4} readings {readings} gap {gap:<5} "
-                  f"words {word_weight:<4} x{word_nbest:<3} "
+                  f"words {word_weight:<4} x{word_nbest:<3} fit {fitting:<3} "
                   f"char acc {100 * correct / chars:.2f}  rows {counter.rows / clauses:.2f}  "
                   f"{per_clause:.1f} ms/clause", flush=True)
 

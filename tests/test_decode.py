@@ -272,3 +272,17 @@ def test_k_larger_than_the_possible_texts_returns_all_of_them() -> None:
     assert {text for text, _ in found} == {a + "x" + b for a in "甲乙" for b in "丙丁戊"}
     assert beam_search(["abc", "d"], k=3) == [("abcd", 0.0)]
     assert beam_search([], k=3) == [("", 0.0)]
+
+
+def test_kept_words_survive_the_beam_without_a_bonus_and_start_where_allowed() -> None:
+    positions = [position(FOUR, FOUR_SCORES)] * 3
+    keep = UserDict({"丁丙丁": 0.0})
+    # beam 2, expand 1: without help only 甲 is ever expanded.
+    assert beam_search(positions, beam=2, expand=1, k=4)[0][0] == "甲甲甲"
+    found = dict(beam_search(positions, beam=2, expand=1, k=8, keep=keep,
+                             starts=[{"丁"}, set(), set()]))
+    assert found["丁丙丁"] == pytest.approx(-3.0 - 2.0 - 3.0)  # kept alive, no bonus
+    # A kept word may start only where `starts` allows it: here nowhere.
+    nowhere = dict(beam_search(positions, beam=2, expand=1, k=8, keep=keep,
+                               starts=[set(), set(), set()]))
+    assert "丁丙丁" not in nowhere

@@ -33,16 +33,18 @@ def write_words(folder, lines: list[str]) -> None:
         f.write("# a comment\n# another\n" + "".join(line + "\n" for line in lines))
 
 
-def test_the_file_holds_log10_probabilities(tmp_path):
+def test_the_file_holds_log10_probabilities_and_readings(tmp_path):
     assert WordModel.load(tmp_path) is None  # no word list: characters alone
-    write_words(tmp_path, ["北京\t-2.0", "天安门\t-3.5"])
+    write_words(tmp_path, ["北京\t-2.0\tbei'jing", "天安门\t-3.5\ttian'an'men"])
     model = WordModel.load(tmp_path)
     assert model.logprobs == {"北京": pytest.approx(-2.0 * math.log(10)),
                               "天安门": pytest.approx(-3.5 * math.log(10))}
+    assert model.readings == {"北京": "bei'jing", "天安门": "tian'an'men"}
     assert model.longest == 3
 
 
-@pytest.mark.parametrize("lines", [["北京"], ["北京\tmany"], ["北京\tnan"], []])
+@pytest.mark.parametrize("lines", [["北京"], ["北京\t-2.0"], ["北京\tmany\tbei'jing"],
+                                   ["北京\tnan\tbei'jing"], []])
 def test_a_damaged_file_says_so(tmp_path, lines):
     write_words(tmp_path, lines)
     with pytest.raises(ModelLoadError, match="is damaged"):
@@ -50,6 +52,23 @@ def test_a_damaged_file_says_so(tmp_path, lines):
     (tmp_path / WORDS_FILE).write_bytes(b"not gzip")
     with pytest.raises(ModelLoadError, match="is damaged"):
         WordModel.load(tmp_path)
+
+
+READINGS = {"北京": "bei'jing", "背景": "bei'jing", "天安门": "tian'an'men", "北": "bei",
+            "我爱": "wo'ai"}
+
+
+def test_words_fitting_the_typed_pieces():
+    model = WordModel({w: -float(i) for i, w in enumerate(READINGS)}, READINGS)
+    bei, jing, tian, an, men = (frozenset({s}) for s in ("bei", "jing", "tian", "an", "men"))
+    b = frozenset({"ba", "bei", "bu"})  # an initial piece: every syllable it may start
+    assert model.fitting([bei, jing]) == [(0, "北京"), (0, "背景")]  # the most probable first
+    assert model.fitting([bei, jing], per_start=1) == [(0, "北京")]
+    assert model.fitting([b, frozenset({"jing", "jin"})]) == [(0, "北京"), (0, "背景")]
+    assert model.fitting([tian, an, men, bei, jing]) == [(0, "天安门"), (3, "北京"), (3, "背景")]
+    assert model.fitting([tian, an]) == []  # 天安门 needs a third syllable
+    assert model.fitting([bei, None, jing]) == []  # pass-through text between them
+    assert model.fitting([frozenset({"bei", "fei"}), jing]) == [(0, "北京"), (0, "背景")]
 
 
 def test_words_rerank_the_converters_nbest(tiny_model):
@@ -75,6 +94,6 @@ def test_from_pretrained_reads_the_folders_word_list(tiny_model, tmp_path):
     for item in tiny_model.iterdir():
         if item.is_file():
             (folder / item.name).write_bytes(item.read_bytes())
-    write_words(folder, ["北京\t-2.0"])
+    write_words(folder, ["北京\t-2.0\tbei'jing"])
     converter = Converter.from_pretrained(folder, backend="torch")
     assert converter.words is not None and "北京" in converter.words.logprobs

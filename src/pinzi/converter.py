@@ -63,6 +63,9 @@ class DecodingConfig:
     # word log-probability. 0: characters alone.
     word_weight: float = 0.0
     word_nbest: int = 16  # conversions per reading that the word model ranks again
+    # Listed words whose reading fits the typed pieces (bj: 北京), per start position, that the
+    # beam search keeps alive while they are spelled. 0: none.
+    word_fitting: int = 0
 
     def save(self, directory: str | Path) -> None:
         Path(directory, DECODING_FILE).write_text(
@@ -171,28 +174,44 @@ class Converter:
         if sum(map(_size, best)) > WINDOW:  # long text: one reading, window by window
             return [(self._convert_long(best, context, userdict), 0.0)]
         scored: dict[str, float] = {}
-        for rank, positions in enumerate(self._score(readings, context)):
-            for text, score in self._search(positions, k, userdict):
+        for rank, (reading, positions) in enumerate(
+                zip(readings, self._score(readings, context), strict=True)):
+            for text, score in self._search(reading, positions, k, userdict):
                 score -= decoding.reading_penalty * rank
                 if score > scored.get(text, -math.inf):
                     scored[text] = score
         return sorted(scored.items(), key=lambda item: (-item[1], item[0]))[:k]
 
     # ---- internals ---------------------------------------------------------------------------
-    def _search(self, positions: list[Position | str], k: int,
+    def _search(self, reading: list[Piece], positions: list[Position | str], k: int,
                 userdict: UserDict) -> list[tuple[str, float]]:
         """The ``k`` best conversions of one reading: the beam search over characters, then,
         with a word model, its ``word_nbest`` best ranked again with the words' score."""
         decoding = self.decoding
-        use_words = self.words is not None and decoding.word_weight > 0
-        found = beam_search(positions, beam=decoding.beam,
-                            k=max(k, decoding.word_nbest) if use_words else k,
-                            userdict=userdict, lm=self.ngram, lm_weight=decoding.lm_weight)
-        if not use_words:
-            return found
+        if self.words is None or decoding.word_weight <= 0:
+            return beam_search(positions, beam=decoding.beam, k=k, userdict=userdict,
+                               lm=self.ngram, lm_weight=decoding.lm_weight)
+        keep, starts = self._fitting_words(reading)
+        found = beam_search(positions, beam=decoding.beam, k=max(k, decoding.word_nbest),
+                            userdict=userdict, lm=self.ngram, lm_weight=decoding.lm_weight,
+                            keep=keep, starts=starts)
         rescored = [(text, score + decoding.word_weight * self.words.score(text))
                     for text, score in found]
         return sorted(rescored, key=lambda item: (-item[1], item[0]))[:k]
+
+    def _fitting_words(self, reading: list[Piece]) -> tuple[UserDict, list[set[str]] | None]:
+        """The listed words that fit the reading's pieces (``word_fitting`` per start, the
+        most probable first), to be kept alive in the beam while they are spelled, and per
+        position the first characters of those that start there."""
+        if not self.decoding.word_fitting:
+            return UserDict(), None
+        allowed = [frozenset(p.syllables) if p.kind != "other" else None for p in reading]
+        starts: list[set[str]] = [set() for _ in reading]
+        keep = {}
+        for start, word in self.words.fitting(allowed, self.decoding.word_fitting):
+            starts[start].add(word[0])
+            keep[word] = 0.0
+        return UserDict(keep), starts
 
     def _kept_letters(self, reading: list[Piece]) -> int:
         """Letters a reading copies to the output: those of pass-through text, and pinyin
@@ -264,7 +283,7 @@ class Converter:
                 size += _size(piece)
             if window and (piece is None or size >= WINDOW):
                 positions = self._score([window], context + output)[0]
-                output += self._search(positions, 1, userdict)[0][0]
+                output += self._search(window, positions, 1, userdict)[0][0]
                 window, size = [], 0
         return output
 

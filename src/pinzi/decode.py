@@ -56,6 +56,10 @@ class UserDict:
     def __post_init__(self) -> None:
         self._next: dict[str, set[str]] = {}  # proper prefix of a word -> chars that follow it
         self._longest = 0
+        # Characters that end some word, and that end some proper prefix: most extensions of a
+        # hypothesis end with neither, and are answered without looking at any suffix.
+        self._last_chars: set[str] = set()
+        self._inner_chars: set[str] = set()
         for word in list(self.words):
             self._index(word)
 
@@ -63,25 +67,32 @@ class UserDict:
         for i in range(len(word)):
             self._next.setdefault(word[:i], set()).add(word[i])
         self._longest = max(self._longest, len(word))
+        self._last_chars.add(word[-1])
+        self._inner_chars.update(word[:-1])
 
     def add(self, word: str, weight: float = DEFAULT_WORD_WEIGHT) -> None:
         self.words[word] = weight
         self._index(word)
 
-    def continuations(self, text: str) -> set[str]:
-        """Characters that extend some suffix of ``text`` (the empty one too) towards a word."""
-        found: set[str] = set()
-        for start in range(max(0, len(text) - self._longest + 1), len(text) + 1):
+    def continuations(self, text: str, starts: set[str] | None = None) -> set[str]:
+        """Characters that extend some suffix of ``text`` towards a word; for the empty suffix,
+        the first characters of every word, or ``starts`` when given."""
+        found = set(self._next.get("", ())) if starts is None else set(starts)
+        for start in range(max(0, len(text) - self._longest + 1), len(text)):
             found |= self._next.get(text[start:], set())
         return found
 
     def in_progress(self, text: str) -> bool:
         """Whether ``text`` ends with the beginning (not the whole) of some user word."""
+        if not text or text[-1] not in self._inner_chars:
+            return False
         return any(text[start:] in self._next
                    for start in range(max(0, len(text) - self._longest + 1), len(text)))
 
     def bonus(self, text: str) -> float:
         """Bonus for the user words that ``text`` ends with."""
+        if not text or text[-1] not in self._last_chars:
+            return 0.0
         return sum(self.words.get(text[start:], 0.0)
                    for start in range(max(0, len(text) - self._longest), len(text)))
 
@@ -101,7 +112,9 @@ class Position:
 
 def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 1,
                 userdict: UserDict | None = None, expand: int = 8,
-                lm: CharNgram | None = None, lm_weight: float = 0.0) -> list[tuple[str, float]]:
+                lm: CharNgram | None = None, lm_weight: float = 0.0,
+                keep: UserDict | None = None,
+                starts: Sequence[set[str]] | None = None) -> list[tuple[str, float]]:
     """The ``k`` best conversions of a line as (text, log-score), best first.
 
     ``positions`` mixes :class:`Position` (to decide) and plain strings (pass-through text that
@@ -110,7 +123,9 @@ def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 
     previous two characters, and user-word bonuses. With neither a language model nor a user
     dictionary the scores factorise and the search is exact for the top ``k`` when
     ``beam >= k`` and ``expand >= k``. Hypotheses in the middle of a user word are kept beyond
-    the beam (up to ``beam`` more) so that the word can complete.
+    the beam (up to ``beam`` more) so that the word can complete. The words of ``keep`` are
+    kept alive the same way, without a bonus, each starting only where ``starts`` allows it
+    (``starts[i]``: the first characters of the words that fit the input from position ``i``).
 
     Every hypothesis has taken one candidate per position, so two extensions never spell the
     same text and the beam needs no merging: the scores of all extensions are one numpy array.
@@ -121,7 +136,7 @@ def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 
     texts = [""]
     scores = np.zeros(1)
     before2 = before1 = np.full(1, bos, dtype=np.int64)  # the two characters before: none yet
-    for position in positions:
+    for step, position in enumerate(positions):
         if isinstance(position, str):  # pass-through text: the next char starts afresh
             texts = [text + position for text in texts]
             before2 = before1 = np.full(len(texts), bos, dtype=np.int64)
@@ -132,8 +147,14 @@ def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 
             grid += lm_weight * lm.score(before2[:, None], before1[:, None], position.ids[:top])
         totals = grid.ravel()
         rows, picks = np.divmod(np.arange(totals.size), top)
-        if userdict:  # plus the candidates beyond `top` that continue a user word
-            extra_rows, extra_picks = _user_word_candidates(position, texts, top, userdict)
+        spellers = []  # (words being spelled, which of them may start here: None for any)
+        if userdict:
+            spellers.append((userdict, None))
+        if keep:
+            spellers.append((keep, starts[step] if starts is not None else None))
+        if spellers:  # plus the candidates beyond `top` that continue a word being spelled
+            index = {c: i for i, c in enumerate(position.chars)}
+            extra_rows, extra_picks = _user_word_candidates(index, texts, top, spellers)
             extra = scores[extra_rows] + position.scores[extra_picks]
             if use_lm:
                 extra += lm_weight * lm.score(before2[extra_rows], before1[extra_rows],
@@ -141,14 +162,23 @@ def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 
             rows = np.concatenate([rows, extra_rows])
             picks = np.concatenate([picks, extra_picks])
             totals = np.concatenate([totals, extra])
+        if userdict:
             totals += [userdict.bonus(texts[r] + position.chars[p])
                        for r, p in zip(rows, picks, strict=True)]
         order = np.argsort(-totals, kind="stable")
         kept = order[:width]
-        if userdict:  # a user word still being spelled survives the beam until it completes
-            spelling = [j for j in order[width:]
-                        if userdict.in_progress(texts[rows[j]] + position.chars[picks[j]])]
-            kept = np.concatenate([kept, np.array(spelling[:width], dtype=np.int64)])
+        if spellers:  # a word still being spelled survives the beam until it completes
+            # Only an extension by a character inside some word can be in the middle of one.
+            inner = [index[c] for d, _ in spellers for c in d._inner_chars if c in index]
+            rest = order[width:]
+            spelling = []
+            for j in rest[np.isin(picks[rest], inner)].tolist():
+                text = texts[rows[j]] + position.chars[picks[j]]
+                if any(d.in_progress(text) for d, _ in spellers):
+                    spelling.append(j)
+                    if len(spelling) == width:
+                        break
+            kept = np.concatenate([kept, np.array(spelling, dtype=np.int64)])
         rows, picks = rows[kept], picks[kept]
         texts = [texts[r] + position.chars[p]
                  for r, p in zip(rows.tolist(), picks.tolist(), strict=True)]
@@ -157,11 +187,14 @@ def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 
     return [(text, float(score)) for text, score in zip(texts[:k], scores[:k], strict=False)]
 
 
-def _user_word_candidates(position: Position, texts: list[str], top: int,
-                          userdict: UserDict) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, picks) of the candidates beyond ``top`` that continue a user word."""
-    index = {c: i for i, c in enumerate(position.chars)}
+def _user_word_candidates(index: dict[str, int], texts: list[str], top: int,
+                          spellers: list[tuple[UserDict, set[str] | None]]
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, picks) of the candidates beyond ``top`` (``index``: a position's candidate ->
+    its rank) that continue a word being spelled."""
     extra = [(row, index[c]) for row, text in enumerate(texts)
-             for c in sorted(userdict.continuations(text)) if c in index and index[c] >= top]
+             for c in sorted(set().union(*(d.continuations(text, starts)
+                                          for d, starts in spellers)))
+             if c in index and index[c] >= top]
     found = np.array(extra, dtype=np.int64).reshape(-1, 2)
     return found[:, 0], found[:, 1]

@@ -8,34 +8,48 @@ programming as jieba does); a character no listed word covers costs :attr:`WordM
 Decoding adds ``word_weight`` times that score to each of its n-best conversions and ranks
 them again (:class:`pinzi.converter.DecodingConfig`).
 
-Stored beside the model as ``words.tsv.gz``: ``word<TAB>log10 probability`` lines, most
-probable first, after ``#`` comment lines.
+:meth:`WordModel.fitting` finds the listed words whose reading fits a stretch of typed pinyin
+pieces (full syllables, initials or an unfinished syllable: ``bj`` fits 北京), so that decoding
+can keep them in its beam even where the network ranks their characters low.
+
+Stored beside the model as ``words.tsv.gz``: ``word<TAB>log10 probability<TAB>reading`` lines
+(the reading's syllables joined by ``'``), most probable first, after ``#`` comment lines.
 """
 
 from __future__ import annotations
 
 import gzip
+import heapq
 import math
 import zlib
-from functools import lru_cache
+from collections.abc import Sequence
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from pinzi.errors import ModelLoadError
+from pinzi.pinyin import initial_of
 from pinzi.text import is_hanzi
 
 WORDS_FILE = "words.tsv.gz"
 UNKNOWN_FACTOR = 10.0  # a character no word covers: ten times rarer than the rarest word
+MAX_FITTING = 16  # words kept per start position of the typed pieces, the most probable first
+
+
+def _key(syllable: str) -> str:
+    """What an initial piece shows of a syllable: its initial (the syllable when it has none)."""
+    return initial_of(syllable) or syllable
 
 
 class WordModel:
     """Natural-log word probabilities; ``score(text)``: its best segmentation's log-probability."""
 
-    def __init__(self, logprobs: dict[str, float]):
+    def __init__(self, logprobs: dict[str, float], readings: dict[str, str] | None = None):
+        """``readings``: word -> its syllables joined by ``'`` (words without one never fit)."""
         if not logprobs:
             raise ValueError("a word model needs at least one word")
-        self.logprobs = logprobs
+        self.logprobs, self.readings = logprobs, readings or {}
         self.longest = max(map(len, logprobs))
         self.unknown = min(logprobs.values()) - math.log(UNKNOWN_FACTOR)
         self.score = lru_cache(maxsize=65536)(self._score)
@@ -53,15 +67,61 @@ class WordModel:
             start = 0
             while text.startswith("#", start):  # the header's comment lines
                 start = text.index("\n", start) + 1
-            fields = text[start:].split()  # word, value, word...: split in C, fast
-            if len(fields) % 2:
-                raise ValueError("a line without its value")
-            values = np.asarray(fields[1::2], dtype=np.float64) * math.log(10)
+            fields = text[start:].split()  # word, value, reading, word...: split in C, fast
+            if len(fields) % 3:
+                raise ValueError("a line without its three fields")
+            words = fields[0::3]
+            values = np.asarray(fields[1::3], dtype=np.float64) * math.log(10)
             if not np.isfinite(values).all():
                 raise ValueError("a value that is not a number")
-            return cls(dict(zip(fields[0::2], values.tolist(), strict=True)))
+            return cls(dict(zip(words, values.tolist(), strict=True)),
+                       dict(zip(words, fields[2::3], strict=True)))
         except (OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError) as err:
             raise ModelLoadError(f"{path} is damaged: {err}") from err
+
+    def fitting(self, allowed: Sequence[frozenset[str] | None],
+                per_start: int = MAX_FITTING) -> list[tuple[int, str]]:
+        """``(start, word)`` of listed words of two or more characters whose reading fits the
+        typed pieces from ``start`` on: each syllable among the syllables its piece may be
+        (``allowed[i]``; None where a piece is not pinyin). At most ``per_start`` words per
+        start, the most probable first."""
+        by_syllables, by_initials = self._indexes
+        found = []
+        for start in range(len(allowed) - 1):
+            first, second = allowed[start], allowed[start + 1]
+            if not first or not second:
+                continue
+            if len(first) == 1 and len(second) == 1:  # two syllables typed whole: exact
+                buckets = [by_syllables.get((next(iter(first)), next(iter(second))), ())]
+            else:
+                buckets = [by_initials.get((a, b), ()) for a in {_key(s) for s in first}
+                           for b in {_key(s) for s in second}]
+            fits = []
+            for word, syllables, _ in heapq.merge(*buckets, key=lambda entry: entry[2]):
+                if len(fits) == per_start:
+                    break
+                end = start + len(syllables)
+                if end <= len(allowed) and all(
+                        allowed[start + i] and syllable in allowed[start + i]
+                        for i, syllable in enumerate(syllables)):
+                    fits.append((start, word))
+            found += fits
+        return found
+
+    @cached_property
+    def _indexes(self) -> tuple[dict, dict]:
+        """Words of two or more syllables by their first two syllables, and by the initials
+        of those; each bucket most probable first, as (word, syllables, rank)."""
+        by_syllables: dict[tuple[str, str], list] = {}
+        by_initials: dict[tuple[str, str], list] = {}
+        for rank, (word, reading) in enumerate(self.readings.items()):
+            syllables = tuple(reading.split("'"))
+            if len(syllables) < 2 or len(syllables) != len(word):
+                continue
+            entry = (word, syllables, rank)
+            by_syllables.setdefault(syllables[:2], []).append(entry)
+            by_initials.setdefault((_key(syllables[0]), _key(syllables[1])), []).append(entry)
+        return by_syllables, by_initials
 
     def _score(self, text: str) -> float:
         """Log-probability of the best segmentation of each run of hanzi in ``text``."""
