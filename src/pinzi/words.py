@@ -29,17 +29,17 @@ from pathlib import Path
 import numpy as np
 
 from pinzi.errors import ModelLoadError
-from pinzi.pinyin import initial_of
+from pinzi.pinyin import SYLLABLES, initial_of
 from pinzi.text import is_hanzi
 
 WORDS_FILE = "words.tsv.gz"
 UNKNOWN_FACTOR = 10.0  # a character no word covers: ten times rarer than the rarest word
 MAX_FITTING = 16  # words kept per start position of the typed pieces, the most probable first
+INDEXED = 80_000  # the most probable words that can fit typed pieces (0.1 s to index at start)
 
 
-def _key(syllable: str) -> str:
-    """What an initial piece shows of a syllable: its initial (the syllable when it has none)."""
-    return initial_of(syllable) or syllable
+# What an initial piece shows of a syllable: its initial (the syllable when it has none).
+_KEYS = {syllable: initial_of(syllable) or syllable for syllable in SYLLABLES}
 
 
 class WordModel:
@@ -86,6 +86,7 @@ class WordModel:
         (``allowed[i]``; None where a piece is not pinyin). At most ``per_start`` words per
         start, the most probable first."""
         by_syllables, by_initials = self._indexes
+        words, readings = self._ranked
         found = []
         for start in range(len(allowed) - 1):
             first, second = allowed[start], allowed[start + 1]
@@ -94,33 +95,38 @@ class WordModel:
             if len(first) == 1 and len(second) == 1:  # two syllables typed whole: exact
                 buckets = [by_syllables.get((next(iter(first)), next(iter(second))), ())]
             else:
-                buckets = [by_initials.get((a, b), ()) for a in {_key(s) for s in first}
-                           for b in {_key(s) for s in second}]
-            fits = []
-            for word, syllables, _ in heapq.merge(*buckets, key=lambda entry: entry[2]):
-                if len(fits) == per_start:
-                    break
-                end = start + len(syllables)
-                if end <= len(allowed) and all(
+                buckets = [by_initials.get((a, b), ()) for a in {_KEYS[s] for s in first}
+                           for b in {_KEYS[s] for s in second}]
+            fits = 0
+            for rank in heapq.merge(*buckets):  # ranks: the most probable first
+                syllables = readings[rank].split("'")
+                if start + len(syllables) <= len(allowed) and all(
                         allowed[start + i] and syllable in allowed[start + i]
                         for i, syllable in enumerate(syllables)):
-                    fits.append((start, word))
-            found += fits
+                    found.append((start, words[rank]))
+                    fits += 1
+                    if fits == per_start:
+                        break
         return found
 
     @cached_property
+    def _ranked(self) -> tuple[list[str], list[str]]:
+        """The words with a reading, most probable first, and their readings."""
+        return list(self.readings), list(self.readings.values())
+
+    @cached_property
     def _indexes(self) -> tuple[dict, dict]:
-        """Words of two or more syllables by their first two syllables, and by the initials
-        of those; each bucket most probable first, as (word, syllables, rank)."""
-        by_syllables: dict[tuple[str, str], list] = {}
-        by_initials: dict[tuple[str, str], list] = {}
-        for rank, (word, reading) in enumerate(self.readings.items()):
-            syllables = tuple(reading.split("'"))
-            if len(syllables) < 2 or len(syllables) != len(word):
+        """The ranks of the INDEXED most probable words of two or more syllables, by their
+        first two syllables and by the initials of those; each bucket in rank order."""
+        by_syllables: dict[tuple[str, str], list[int]] = {}
+        by_initials: dict[tuple[str, str], list[int]] = {}
+        for rank, reading in enumerate(self._ranked[1][:INDEXED]):
+            first, _, rest = reading.partition("'")
+            if not rest:
                 continue
-            entry = (word, syllables, rank)
-            by_syllables.setdefault(syllables[:2], []).append(entry)
-            by_initials.setdefault((_key(syllables[0]), _key(syllables[1])), []).append(entry)
+            second = rest.partition("'")[0]
+            by_syllables.setdefault((first, second), []).append(rank)
+            by_initials.setdefault((_KEYS[first], _KEYS[second]), []).append(rank)
         return by_syllables, by_initials
 
     def _score(self, text: str) -> float:
