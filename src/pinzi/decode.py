@@ -142,26 +142,22 @@ def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 
             before2 = before1 = np.full(len(texts), bos, dtype=np.int64)
             continue
         top = min(expand, len(position.chars))
-        grid = scores[:, None] + position.scores[:top]  # every hypothesis x top candidate
-        if use_lm:
-            grid += lm_weight * lm.score(before2[:, None], before1[:, None], position.ids[:top])
-        totals = grid.ravel()
-        rows, picks = np.divmod(np.arange(totals.size), top)
+        # Every hypothesis x its top candidates, plus the candidates beyond `top` that continue
+        # a word being spelled; then all their scores at once.
+        rows, picks = np.divmod(np.arange(len(texts) * top), top)
         spellers = []  # (words being spelled, which of them may start here: None for any)
         if userdict:
             spellers.append((userdict, None))
         if keep:
             spellers.append((keep, starts[step] if starts is not None else None))
-        if spellers:  # plus the candidates beyond `top` that continue a word being spelled
+        if spellers:
             index = {c: i for i, c in enumerate(position.chars)}
             extra_rows, extra_picks = _user_word_candidates(index, texts, top, spellers)
-            extra = scores[extra_rows] + position.scores[extra_picks]
-            if use_lm:
-                extra += lm_weight * lm.score(before2[extra_rows], before1[extra_rows],
-                                              position.ids[extra_picks])
             rows = np.concatenate([rows, extra_rows])
             picks = np.concatenate([picks, extra_picks])
-            totals = np.concatenate([totals, extra])
+        totals = scores[rows] + position.scores[picks]
+        if use_lm:
+            totals += lm_weight * lm.score(before2[rows], before1[rows], position.ids[picks])
         if userdict:
             totals += [userdict.bonus(texts[r] + position.chars[p])
                        for r, p in zip(rows, picks, strict=True)]
@@ -169,10 +165,11 @@ def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 
         kept = order[:width]
         if spellers:  # a word still being spelled survives the beam until it completes
             # Only an extension by a character inside some word can be in the middle of one.
-            inner = [index[c] for d, _ in spellers for c in d._inner_chars if c in index]
+            inner = np.zeros(len(position.chars), dtype=bool)
+            inner[[index[c] for d, _ in spellers for c in d._inner_chars if c in index]] = True
             rest = order[width:]
             spelling = []
-            for j in rest[np.isin(picks[rest], inner)].tolist():
+            for j in rest[inner[picks[rest]]].tolist():
                 text = texts[rows[j]] + position.chars[picks[j]]
                 if any(d.in_progress(text) for d, _ in spellers):
                     spelling.append(j)
