@@ -9,8 +9,9 @@ import math
 import pytest
 
 from pinzi import Converter
-from pinzi.converter import DecodingConfig
+from pinzi.converter import FITTING_PIECES, DecodingConfig
 from pinzi.errors import ModelLoadError
+from pinzi.pinyin import parse
 from pinzi.words import WORDS_FILE, WordModel
 
 WORDS = {"北京": -5.0, "天安门": -6.0, "我": -3.0, "爱": -4.0, "背景": -7.0, "北": -6.0,
@@ -97,3 +98,11 @@ def test_from_pretrained_reads_the_folders_word_list(tiny_model, tmp_path):
     write_words(folder, ["北京\t-2.0\tbei'jing"])
     converter = Converter.from_pretrained(folder, backend="torch")
     assert converter.words is not None and "北京" in converter.words.logprobs
+
+
+def test_fitting_words_are_looked_for_in_input_method_buffers_only():
+    converter = Converter.from_pretrained()  # the shipped model: its words fit typed pieces
+    keep, starts = converter._fitting_words(parse("bj"))
+    assert "北京" in keep.words and "北" in starts[0]
+    keep, starts = converter._fitting_words(parse("bj" * (FITTING_PIECES // 2 + 1)))
+    assert not keep and starts is None  # a pasted text or a hostile client: characters alone

@@ -37,6 +37,10 @@ from pinzi.words import WordModel
 
 MAX_INPUT_CHARS = 4096  # longer lines are refused: no IME buffer is that long
 WINDOW = 64  # pinyin pieces per model call; longer inputs are converted window by window
+# Fitting words are looked for in buffers of at most this many pinyin pieces: an input method's
+# buffer is shorter, and a longer one (pasted text, a hostile client) would cost 2 to 3 times
+# the decoding of characters alone.
+FITTING_PIECES = 32
 DECODING_FILE = "decoding_config.json"
 
 
@@ -203,7 +207,8 @@ class Converter:
         """The listed words that fit the reading's pieces (``word_fitting`` per start, the
         most probable first), to be kept alive in the beam while they are spelled, and per
         position the first characters of those that start there."""
-        if not self.decoding.word_fitting:
+        pinyin_pieces = sum(p.kind != "other" for p in reading)
+        if not self.decoding.word_fitting or pinyin_pieces > FITTING_PIECES:
             return UserDict(), None
         allowed = [frozenset(p.syllables) if p.kind != "other" else None for p in reading]
         starts: list[set[str]] = [set() for _ in reading]

@@ -35,7 +35,7 @@ from pinzi.text import is_hanzi
 WORDS_FILE = "words.tsv.gz"
 UNKNOWN_FACTOR = 10.0  # a character no word covers: ten times rarer than the rarest word
 MAX_FITTING = 16  # words kept per start position of the typed pieces, the most probable first
-INDEXED = 80_000  # the most probable words that can fit typed pieces (0.1 s to index at start)
+INDEXED = 150_000  # the most probable words that can fit typed pieces (all of the shipped list)
 
 
 # What an initial piece shows of a syllable: its initial (the syllable when it has none).
