@@ -192,10 +192,6 @@ def save_adapter(model: nn.Module, directory: str | Path, *, base: str, base_pat
                                           encoding="utf-8")
 
 
-def is_adapter(directory: str | Path) -> bool:
-    return Path(directory, ADAPTER_BASE).is_file()
-
-
 def read_adapter(directory: str | Path) -> tuple[Any, dict[str, torch.Tensor], dict[str, Any]]:
     """(LoraConfig, weights, base info) of an adapter folder; ModelLoadError if it is none."""
     directory = Path(directory)
