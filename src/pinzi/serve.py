@@ -326,9 +326,10 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
                                      f"{loaded}")
         return adapters[body.adapter]
 
-    # A keystroke on onnxruntime takes about 2 ms, less than a hop to the threadpool and back
-    # costs under load: run on the event loop it served 30% more requests a second
-    # (bench/serve_load.py, 50 clients flat out, 2 workers). A scorer that is not that cheap
+    # A keystroke on onnxruntime takes a few milliseconds, little more than a hop to the
+    # threadpool and back costs under load: run on the event loop it served 30% more requests a
+    # second (bench/serve_load.py, 50 clients flat out, 2 workers, before the word list). A
+    # scorer that is not that cheap
     # (PyTorch, which adapters run on) goes to the threadpool, so that it never holds up the
     # loop and /healthz. Batches can take seconds, so /v1/convert and /v1/classify are plain
     # `def` routes, which FastAPI runs in its threadpool.
