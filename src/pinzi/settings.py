@@ -26,8 +26,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
-import tomllib
 import yaml
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as the package tomli
+    import tomli as tomllib
 
 from pinzi.errors import SettingsError
 from pinzi.io import write_atomic
