@@ -124,6 +124,17 @@ def test_user_dictionary_steers_the_choice(converter):
     assert converter.convert("yinhang", userdict=words) == "音航"
 
 
+def test_the_readme_user_word_wins_on_the_shipped_model(shipped):
+    # The README's example: 音航 at weight 5 wins over 银行, in a sentence too, and shows among
+    # the candidates (below the model's choices) when typed by its initials only.
+    words = UserDict({"音航": 5.0})
+    assert shipped.convert("yinhang", userdict=words) == "音航"
+    assert shipped.convert("woquyinhangqukuan", userdict=words) == "我去音航取款"
+    by_initials = [text for text, _ in shipped.candidates("yh", k=5, userdict=words)]
+    assert "音航" in by_initials and by_initials[0] != "音航"
+    assert shipped.convert("yinhang") == "银行"
+
+
 def test_user_dictionary_file(tmp_path):
     path = tmp_path / "words.txt"
     path.write_text("# names\n音航 7.5\n天安\n\n", encoding="utf-8")

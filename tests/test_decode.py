@@ -1,6 +1,6 @@
 """Tests for pinzi.decode: the beam search against exhaustive enumeration (with and without the
-n-gram model and the user dictionary), user words beyond the expanded candidates, pass-through
-text, and the user dictionary file format."""
+n-gram model), kept words beyond the expanded candidates, pass-through text, user words put in
+place, and the user dictionary file format."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import itertools
 import numpy as np
 import pytest
 
-from pinzi.decode import DEFAULT_WORD_WEIGHT, Position, UserDict, beam_search
+from pinzi.decode import (
+    ABBREVIATED_COST,
+    DEFAULT_WORD_WEIGHT,
+    Position,
+    UserDict,
+    beam_search,
+    place_user_words,
+)
 from pinzi.ngram import CharNgram
 
 ALPHABET = "甲乙丙丁戊己庚辛"  # char index i of the toy layout is ALPHABET[i]
@@ -54,15 +61,13 @@ def random_ngram(rng: np.random.Generator) -> CharNgram:
 
 
 def exhaustive(positions: list[Position | str], lm: CharNgram | None = None,
-               lm_weight: float = 0.0, userdict: UserDict | None = None
-               ) -> list[tuple[str, float]]:
+               lm_weight: float = 0.0) -> list[tuple[str, float]]:
     """Every text the positions can spell with its score, best first: the oracle."""
     decided = [p for p in positions if isinstance(p, Position)]
     combos = np.array(list(itertools.product(*(range(len(p.chars)) for p in decided))),
                       dtype=np.int64).reshape(-1, len(decided))
     texts = [""] * len(combos)
     scores = np.zeros(len(combos))
-    bonus = np.zeros(len(combos))
     bos = lm.bos if lm is not None else -1
     before2 = before1 = np.full(len(combos), bos, dtype=np.int64)
     column = 0
@@ -78,12 +83,8 @@ def exhaustive(positions: list[Position | str], lm: CharNgram | None = None,
             scores = scores + lm_weight * lm.score(before2, before1, p.ids[pick])
         before2, before1 = before1, p.ids[pick]
         texts = [text + p.chars[i] for text, i in zip(texts, pick.tolist(), strict=True)]
-        if userdict is not None:  # every user word the text ends with, here
-            bonus += [sum(w for word, w in userdict.words.items() if text.endswith(word))
-                      for text in texts]
-    total = scores + bonus
-    order = sorted(range(len(texts)), key=lambda i: -total[i])
-    return [(texts[i], float(total[i])) for i in order]
+    order = sorted(range(len(texts)), key=lambda i: -scores[i])
+    return [(texts[i], float(scores[i])) for i in order]
 
 
 def assert_same(found: list[tuple[str, float]], expected: list[tuple[str, float]]) -> None:
@@ -145,61 +146,57 @@ FOUR = "甲乙丙丁"
 FOUR_SCORES = [-0.1, -1.0, -2.0, -3.0]
 
 
-@pytest.mark.parametrize("beam", [1, 4])
-def test_user_word_beyond_the_expanded_candidates_wins(beam: int) -> None:
+def test_a_user_word_wins_by_its_weight_over_what_it_replaces() -> None:
     positions = [position(FOUR, FOUR_SCORES), position(FOUR, FOUR_SCORES)]
-    # 丁 is 4th at position 0 and 丙 3rd at position 1: neither is among the top 2
-    everything = beam_search(positions, beam=16, expand=2, k=16)
-    assert all("丁" not in text and "丙" not in text for text, _ in everything)
-    assert beam_search(positions, beam=beam, expand=2)[0][0] == "甲甲"
+    found = beam_search(positions, beam=4, expand=2, k=4)
+    assert all("丁" not in text and "丙" not in text for text, _ in found)
+    best_text, best_score = found[0]
+    assert best_text == "甲甲"
 
-    userdict = UserDict({"丁丙": 10.0})
-    text, score = beam_search(positions, beam=beam, expand=2, userdict=userdict)[0]
-    assert text == "丁丙"
-    assert score == pytest.approx(-3.0 - 2.0 + 10.0)
-    # a bonus too small to pay for the worse characters leaves the model's choice
-    small = UserDict({"丁丙": 1.0})
-    assert beam_search(positions, beam=beam, expand=2, userdict=small)[0][0] == "甲甲"
-
-
-def test_user_word_spelled_over_three_positions_survives_a_narrow_beam() -> None:
-    positions = [position(FOUR, FOUR_SCORES)] * 3
-    userdict = UserDict({"丁丙丁": 20.0})
-    # beam 2, expand 1: only 甲 is ever expanded; 丁丙 is kept beyond the beam while spelled
-    text, score = beam_search(positions, beam=2, expand=1, userdict=userdict)[0]
-    assert text == "丁丙丁"
-    assert score == pytest.approx(-3.0 - 2.0 - 3.0 + 20.0)
+    placed = place_user_words(found, positions, UserDict({"丁丙": 0.5}), [False, False])
+    assert placed[0] == ("丁丙", pytest.approx(best_score + 0.5))  # however bad its characters
+    assert dict(placed)["甲甲"] == pytest.approx(best_score)  # the replaced text stays, below
+    # A negative weight lists the word below the conversion it replaces.
+    below = place_user_words(found, positions, UserDict({"丁丙": -0.5}), [False, False])
+    assert below[0][0] == "甲甲"
+    assert dict(below)["丁丙"] == pytest.approx(best_score - 0.5)
 
 
-def test_user_word_bonus_only_when_the_hypothesis_ends_with_the_whole_word() -> None:
-    three = "甲乙丙"
-    positions = [position(three, [-0.5, -0.7, -1.1])] * 3
-    userdict = UserDict({"乙丙": 2.0, "丙": 0.25})
-    found = dict(beam_search(positions, beam=27, expand=3, k=27, userdict=userdict))
-    assert len(found) == 27
-    assert found["甲乙甲"] == pytest.approx(-0.5 - 0.7 - 0.5)  # 乙 alone: no bonus
-    assert found["甲甲乙"] == pytest.approx(-0.5 - 0.5 - 0.7)  # ends with the word's start
-    assert found["甲乙丙"] == pytest.approx(-0.5 - 0.7 - 1.1 + 2.0 + 0.25)
-    assert found["乙丙甲"] == pytest.approx(-0.7 - 1.1 - 0.5 + 2.0 + 0.25)  # earned, then kept
-    assert found["丙甲甲"] == pytest.approx(-1.1 - 0.5 - 0.5 + 0.25)
+def test_a_user_word_typed_by_initials_pays_for_each_abbreviated_piece() -> None:
+    positions = [position(FOUR, FOUR_SCORES), position(FOUR, FOUR_SCORES)]
+    found = beam_search(positions, beam=4, expand=2, k=4)
+    best_score = found[0][1]
+    weight = 5.0
+    placed = dict(place_user_words(found, positions, UserDict({"丁丙": weight}), [True, False]))
+    assert placed["丁丙"] == pytest.approx(best_score + weight - ABBREVIATED_COST)
+    both = place_user_words(found, positions, UserDict({"丁丙": weight}), [True, True])
+    assert both[0][0] == "甲甲"
+    assert dict(both)["丁丙"] == pytest.approx(best_score + weight - 2 * ABBREVIATED_COST)
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_with_userdict_a_wide_beam_is_exhaustive_search(seed: int) -> None:
-    rng = np.random.default_rng(200 + seed)
-    positions = random_positions(rng, (3, 4), (2, 5))
-    lm = random_ngram(rng)
-    words = {}
-    for _ in range(3):  # words spelled from the positions' own candidates
-        start = int(rng.integers(0, len(positions) - 1))
-        length = int(rng.integers(1, 3))
-        word = "".join(str(rng.choice(list(p.chars))) for p in positions[start:start + length])
-        words[word] = float(rng.uniform(0.5, 3.0))
-    userdict = UserDict(words)
-    wide = int(np.prod([len(p.chars) for p in positions]))
-    found = beam_search(positions, beam=wide, expand=5, k=wide, userdict=userdict, lm=lm,
-                        lm_weight=0.7)
-    assert_same(found, exhaustive(positions, lm, 0.7, userdict))
+def test_user_words_fit_only_runs_of_positions_that_read_them() -> None:
+    positions = [position("甲乙", [-0.1, -1.0]), "-", position("丙丁", [-0.1, -1.0]),
+                 position("甲丁", [-0.1, -1.0])]
+    found = beam_search(positions, k=2)
+    assert found[0][0] == "甲-丙甲"
+    userdict = UserDict({"乙丙": 9.0, "丁丁": 2.0, "戊": 9.0})
+    # 乙丙 would span the pass-through text, 戊 is nobody's candidate: neither fits.
+    placed = place_user_words(found, positions, userdict, [False] * 4)
+    assert placed[0] == ("甲-丁丁", pytest.approx(found[0][1] + 2.0))
+    assert all("戊" not in text and "乙丙" not in text for text, _ in placed)
+
+
+def test_several_user_words_go_in_place_together_without_overlapping() -> None:
+    positions = [position(FOUR, FOUR_SCORES)] * 4
+    found = beam_search(positions, k=1)
+    assert found[0][0] == "甲甲甲甲"
+    userdict = UserDict({"丁丙": 3.0, "乙丁乙": 2.0})
+    placed = place_user_words(found, positions, userdict, [False] * 4)
+    # 丁丙 (the best margin) wherever it fits without overlapping itself; 乙丁乙 overlaps it.
+    assert placed[0] == ("丁丙丁丙", pytest.approx(found[0][1] + 3.0 + 3.0))
+    assert dict(placed)["丁丙甲甲"] == pytest.approx(found[0][1] + 3.0)
+    assert dict(placed)["甲乙丁乙"] == pytest.approx(found[0][1] + 2.0)
+    assert place_user_words(found, positions, UserDict(), [False] * 4) == found
 
 
 def test_userdict_lookups() -> None:
@@ -210,9 +207,6 @@ def test_userdict_lookups() -> None:
     assert userdict.continuations("北京大") == {"学", "北"}
     assert userdict.in_progress("我北京大")
     assert not userdict.in_progress("我北京大学")
-    assert userdict.bonus("去北京") == 1.0
-    assert userdict.bonus("北京大学") == 2.0
-    assert userdict.bonus("北京大") == 0.0
     assert not UserDict() and userdict
 
 
@@ -226,7 +220,7 @@ def test_userdict_load_parses_weights_comments_and_blank_lines(tmp_path) -> None
     userdict = UserDict.load(path)
     assert userdict.words == {"音航": 5.0, "北京": DEFAULT_WORD_WEIGHT, "天安门": -1.5,
                               "西安": 0.0}
-    assert userdict.bonus("我去天安门") == -1.5  # loaded words are indexed too
+    assert userdict.in_progress("我去天安")  # loaded words are indexed too
     assert userdict.continuations("") == {"音", "北", "天", "西"}
 
 

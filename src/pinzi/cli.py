@@ -3,7 +3,8 @@
 Results go to standard output, progress and messages to standard error. A user error (a
 missing file, a bad setting, a damaged model: any :class:`~pinzi.errors.PinziError`) ends a
 command with ``error: <message>`` and status 2, handled in one place (:class:`_Commands`);
-anything else keeps its traceback, since it is a bug.
+anything else keeps its traceback, since it is a bug. A command whose optional libraries are
+not installed (the default install is what conversion needs) says which extra to install.
 
 The training commands live in :mod:`pinzi.cli_train`. Modules below the surface are imported
 inside the commands: ``pinzi convert`` with the shipped model then starts without PyTorch
@@ -16,15 +17,35 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
+from rich import box
 from rich.table import Table
 from typer.core import TyperGroup
 
 from pinzi import __version__, cli_train
-from pinzi.console import emit, error, print_json, print_tables, stdin_lines, warn, without_controls
+from pinzi.backends import BACKENDS
+from pinzi.console import (
+    emit,
+    error,
+    print_json,
+    print_tables,
+    progress_bar,
+    stdin_lines,
+    warn,
+    without_controls,
+)
 from pinzi.errors import PinziError
+from pinzi.evaluate import FORMS
+
+# The extra of pyproject.toml that installs each optional library a command may import.
+EXTRA_OF_MODULE = {
+    **dict.fromkeys(("torch", "transformers", "accelerate", "peft", "datasets", "safetensors",
+                     "opencc", "tensorboard", "matplotlib", "sklearn"), "train"),
+    **dict.fromkeys(("fastapi", "fastapi_offline", "starlette", "uvicorn"), "serve"),
+    "onnx": "onnx", "keras": "keras", "sacrebleu": "bench",
+}
 
 
 class _Commands(TyperGroup):
@@ -42,12 +63,19 @@ class _Commands(TyperGroup):
             where = f": {problem.filename}" if problem.filename else ""
             error(f"{problem.strerror or problem}{where}")
             raise typer.Exit(2) from None
+        except ModuleNotFoundError as missing:
+            extra = EXTRA_OF_MODULE.get((missing.name or "").partition(".")[0])
+            if extra is None:  # not an optional library: a bug, with its traceback
+                raise
+            error(f"this command needs {missing.name}, which is not installed: "
+                  f'pip install "pinzi[{extra}]"')
+            raise typer.Exit(2) from None
 
 
 app = typer.Typer(
     cls=_Commands,
     help="pinzi (拼字): build a Chinese language model from scratch and convert pinyin to hanzi.",
-    no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
+    no_args_is_help=True, rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 data_app = typer.Typer(help="Prepare corpora for training.", no_args_is_help=True)
@@ -100,7 +128,8 @@ def convert(
     context: Annotated[str, typer.Option(help="Hanzi already committed to the left, e.g. 我想去."
                                          )] = "",
     userdict: Annotated[Path | None, typer.Option(
-        help="File of preferred words, one per line with an optional weight (default 4.0).")
+        help="File of preferred words, one per line with an optional weight (default 4.0): "
+             "a word wins where its pinyin fits, by that margin (README, 'User dictionary').")
     ] = None,
     fuzzy: Annotated[str | None, typer.Option(
         help="Fuzzy pinyin: 'all' or pairs such as 'z=zh,n=l,an=ang'.")] = None,
@@ -168,7 +197,8 @@ def data_prepare(
     seed: Annotated[int, typer.Option(help="Seed of the train/valid/test split.")] = 1234,
     num_shards: Annotated[int, typer.Option(help="Split the work over N machines...")] = 1,
     shard_index: Annotated[int, typer.Option(help="...and prepare this shard (0-based).")] = 0,
-    workers: Annotated[int | None, typer.Option(help="Processes [default: all cores].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes \\[default: all cores].")
+                       ] = None,
 ) -> None:
     """Normalise, split, deduplicate, annotate with pinyin and store a training dataset.
 
@@ -189,8 +219,21 @@ def data_prepare(
 
 # ---- eval (pinzi.evaluate) ----------------------------------------------------------------------
 # shared with serve
-_BACKEND_HELP = ("auto, torch or onnx. auto: onnxruntime when the folder has a model.onnx and "
-                 "onnxruntime is installed, else PyTorch.")
+BackendOption = Annotated[Literal[BACKENDS], typer.Option(
+    help="auto: onnxruntime when the folder has a model.onnx and onnxruntime is installed, "
+         "else PyTorch.")]
+
+
+class _Counted:
+    """A converter that advances a progress bar at every conversion."""
+
+    def __init__(self, converter, advance) -> None:
+        self.converter, self.advance = converter, advance
+
+    def candidates(self, pinyin: str, k: int = 5) -> list[tuple[str, float]]:
+        found = self.converter.candidates(pinyin, k=k)
+        self.advance()
+        return found
 
 
 @app.command("eval")
@@ -201,7 +244,7 @@ def eval_(
     model: Annotated[str | None, typer.Option(
         "--model", "-m", help="Model folder or Hugging Face repo id (default: the shipped model).")
     ] = None,
-    form: Annotated[str, typer.Option(
+    form: Annotated[Literal[(*FORMS, "all")], typer.Option(
         help="Input form: spaced (wo ai bei jing), continuous (woaibeijing), abbreviated "
              "(wo ai b jing: 30% of syllables as initials), or all.")] = "spaced",
     limit: Annotated[int | None, typer.Option(min=1, help="Clauses per file (default: all).")
@@ -209,7 +252,7 @@ def eval_(
     bleu: Annotated[bool, typer.Option("--bleu", help="Also corpus BLEU (needs pinzi\\[bench]).")
                     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
-    backend: Annotated[str, typer.Option(help=_BACKEND_HELP)] = "auto",
+    backend: BackendOption = "auto",
 ) -> None:
     """Measure conversion accuracy on gold text: [bold]pinzi eval -m MODEL test.txt.gz[/].
 
@@ -218,36 +261,64 @@ def eval_(
     match and P@5 (the gold among the 5 best) per file and input form.
     """
     from pinzi.converter import Converter
-    from pinzi.evaluate import FORMS, evaluate_clauses, read_clauses, require_bleu
+    from pinzi.evaluate import evaluate_clauses, read_clauses, require_bleu
 
     forms = FORMS if form == "all" else (form,)
-    if not set(forms) <= set(FORMS):
-        raise PinziError(f"unknown --form {form!r}; choose from: {', '.join(FORMS)}, all")
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise PinziError(f"no such test file: {', '.join(missing)}")
     if bleu:
         require_bleu()
     converter = Converter.from_pretrained(model, backend=backend)
-    results = []
-    for path in files:
-        clauses = read_clauses(path, limit)
-        for name in forms:
-            results.append({"file": str(path), **evaluate_clauses(converter, clauses, name,
-                                                                  bleu=bleu)})
+    results, tables = [], []
+    with progress_bar() as bar:
+        for path in files:
+            clauses = read_clauses(path, limit)
+            tables.append(_eval_table(path.name, bleu))
+            for name in forms:
+                task = bar.add_task(f"{path.name} {name}", total=len(clauses))
+                counted = _Counted(converter, lambda task=task: bar.advance(task))
+                row = evaluate_clauses(counted, clauses, name, bleu=bleu)
+                results.append({"file": str(path), **row})
+                tables[-1].add_row(
+                    row["form"], str(row["clauses"]), str(row["chars"]),
+                    *(f"{row[key]:.2%}" for key in ("char_acc", "exact", "p_at_k")),
+                    *([f"{row['bleu']:.2f}"] if bleu else []), f"{row['clauses_per_s']:.1f}")
     if as_json:
         print(json.dumps(results, ensure_ascii=False, indent=2))
         return
-    table = Table("file", "form", "clauses", "chars", "char acc", "exact", "P@5",
-                  *(["BLEU"] if bleu else []), "clauses/s", title="pinyin → hanzi")
-    for row in results:
-        table.add_row(Path(row["file"]).name, row["form"], str(row["clauses"]), str(row["chars"]),
-                      *(f"{row[key]:.2%}" for key in ("char_acc", "exact", "p_at_k")),
-                      *([f"{row['bleu']:.2f}"] if bleu else []), f"{row['clauses_per_s']:.1f}")
-    print_tables([table])
+    print_tables(tables)
+
+
+def _eval_table(file_name: str, bleu: bool) -> Table:
+    """One table per file, whose name is its title: every figure fits 80 columns, BLEU too."""
+    table = Table(title=f"pinyin → hanzi: {file_name}", box=box.SIMPLE_HEAD,
+                  collapse_padding=True, pad_edge=False)
+    table.add_column("form")
+    for name in ("clauses", "chars", "char acc", "exact", "P@5", *(["BLEU"] if bleu else []),
+                 "clauses/s"):
+        table.add_column(name, justify="right")
+    return table
 
 
 # ---- serve, export (pinzi.serve, pinzi.export) --------------------------------------------------
+def _reserve_files(connections: int) -> None:
+    """Raise the open-files limit to fit ``connections`` and the model's files, or refuse: past
+    the limit accept() fails, and even /healthz gets connection resets."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit
+        return
+    wanted = connections + 128  # model files, pipes, the listening socket
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        raise PinziError(f"--max-connections {connections} needs {wanted} open files; this "
+                         f"process may open {hard} (ulimit -Hn): give fewer")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 @app.command()
 def serve(
     model: Annotated[str | None, typer.Option(
@@ -258,11 +329,13 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     api_key: Annotated[str | None, typer.Option(
         envvar="PINZI_API_KEY", show_envvar=True,
-        help="Require 'Authorization: Bearer KEY' on /v1 routes.")] = None,
+        help="Require 'Authorization: Bearer KEY' on /v1 routes (printable ASCII). Set "
+             "PINZI_API_KEY rather than this option: other users see a command line in `ps`.")
+    ] = None,
     cors_origin: Annotated[list[str] | None, typer.Option(
         help="Allow browser calls from this origin, e.g. https://example.com (repeatable).")
     ] = None,
-    backend: Annotated[str, typer.Option(help=_BACKEND_HELP)] = "auto",
+    backend: BackendOption = "auto",
     threads: Annotated[int, typer.Option(
         min=1, help="Model threads per request. 1 suits many clients (--workers puts more "
                     "cores to work); more can speed up one client on a big model.")] = 1,
@@ -274,6 +347,10 @@ def serve(
         min=1, help="Server processes, each with its own copy of the model (~200 MB on "
                     "onnxruntime). One per core suits many clients: requests then use every "
                     "core instead of one.")] = 1,
+    max_connections: Annotated[int, typer.Option(
+        min=1, help="Open connections per worker; one more gets 503 and is closed at once. "
+                    "Each holds a file descriptor: the open-files limit is raised to fit.")
+    ] = 1000,
     log_level: Annotated[str, typer.Option(
         help="uvicorn's: debug, info (one line per request), warning, error.")] = "info",
     classifier: Annotated[str | None, typer.Option(  # classify: /v1/classify
@@ -286,7 +363,7 @@ def serve(
     """
     import uvicorn
 
-    from pinzi.serve import WORKER_CONFIG, ServeConfig, build_app
+    from pinzi.serve import WORKER_CONFIG, GuardedHttp, ServeConfig, build_app
 
     levels = ("debug", "info", "warning", "error")
     if log_level not in levels:
@@ -304,10 +381,14 @@ def serve(
                          cors_origins=tuple(cors_origin or ()), classifier=classifier,
                          adapters=adapters)
     app_ = build_app(config)  # with workers too: a model that does not load fails here
+    _reserve_files(max_connections)  # workers inherit the limit
     # uvicorn handles SIGINT/SIGTERM itself: it stops accepting, lets requests in flight end,
     # runs the app's shutdown, then exits (re-raising the signal, so the status says why).
     # With workers, its supervisor passes the signal on to every worker.
-    options = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+    # GuardedHttp closes connections that never finish a request and refuses those past
+    # limit_concurrency; uvicorn itself closes those idle after a response (5 s).
+    options = dict(host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10,
+                   http=GuardedHttp, limit_concurrency=max_connections)
     if workers == 1:
         uvicorn.run(app_, **options)
         return
@@ -321,20 +402,19 @@ def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (may be the model's).")],
     model: Annotated[str | None, typer.Option(
         "--model", "-m", help="Model folder (default: the shipped model).")] = None,
-    format_: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
-    quantize: Annotated[str | None, typer.Option(
-        help="int8: dynamic int8 quantisation (onnxruntime), about 4x smaller.")] = None,
+    format_: Annotated[Literal["onnx"], typer.Option("--format", help="Export format.")
+                       ] = "onnx",
+    quantize: Annotated[Literal["int8"] | None, typer.Option(
+        help="Dynamic int8 quantisation (onnxruntime), about 4x smaller.")] = None,
 ) -> None:
     """Export a converter for onnxruntime: [bold]pinzi export --model M --out M[/].
 
     Writes OUT/model.onnx (encoder + conversion head, dynamic batch and length) with
     config.json and vocab.json; `pinzi serve` and `pinzi convert` then run it with onnxruntime
-    (pip install "pinzi[onnx]").
+    (exporting needs pip install "pinzi\\[onnx]").
     """
     from pinzi.export import export_onnx
 
-    if format_ != "onnx":
-        raise PinziError(f"unknown --format {format_!r}; the one format is onnx")
     print_json(export_onnx(model, out, quantize=quantize))
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from pinzi.backends import CandidateScorer, TorchScorer, choose_backend, load_onnx
-from pinzi.decode import Position, UserDict, beam_search
+from pinzi.decode import Position, UserDict, beam_search, place_user_words
 from pinzi.errors import InputTooLong, ModelLoadError
 from pinzi.hub import resolve_model
 from pinzi.lexicon import Lexicon
@@ -189,19 +189,25 @@ class Converter:
     # ---- internals ---------------------------------------------------------------------------
     def _search(self, reading: list[Piece], positions: list[Position | str], k: int,
                 userdict: UserDict) -> list[tuple[str, float]]:
-        """The ``k`` best conversions of one reading: the beam search over characters, then,
-        with a word model, its ``word_nbest`` best ranked again with the words' score."""
+        """The ``k`` best conversions of one reading: the beam search over characters; with a
+        word model, its ``word_nbest`` best ranked again with the words' score; then the user
+        words put in place."""
         decoding = self.decoding
         if self.words is None or decoding.word_weight <= 0:
-            return beam_search(positions, beam=decoding.beam, k=k, userdict=userdict,
-                               lm=self.ngram, lm_weight=decoding.lm_weight)
-        keep, starts = self._fitting_words(reading)
-        found = beam_search(positions, beam=decoding.beam, k=max(k, decoding.word_nbest),
-                            userdict=userdict, lm=self.ngram, lm_weight=decoding.lm_weight,
-                            keep=keep, starts=starts)
-        rescored = [(text, score + decoding.word_weight * self.words.score(text))
-                    for text, score in found]
-        return sorted(rescored, key=lambda item: (-item[1], item[0]))[:k]
+            found = beam_search(positions, beam=decoding.beam, k=k, lm=self.ngram,
+                                lm_weight=decoding.lm_weight)
+        else:
+            keep, starts = self._fitting_words(reading)
+            found = beam_search(positions, beam=decoding.beam, k=max(k, decoding.word_nbest),
+                                lm=self.ngram, lm_weight=decoding.lm_weight, keep=keep,
+                                starts=starts)
+            found = [(text, score + decoding.word_weight * self.words.score(text))
+                     for text, score in found]
+            found.sort(key=lambda item: (-item[1], item[0]))
+        if userdict:
+            abbreviated = [piece.kind in ("initial", "prefix") for piece in reading]
+            found = place_user_words(found, positions, userdict, abbreviated)
+        return found[:k]
 
     def _fitting_words(self, reading: list[Piece]) -> tuple[UserDict, list[set[str]] | None]:
         """The listed words that fit the reading's pieces (``word_fitting`` per start, the

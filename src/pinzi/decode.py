@@ -1,10 +1,14 @@
-"""Beam search over per-position candidate scores, with a user dictionary.
+"""Beam search over per-position candidate scores, and the user dictionary's words.
 
 The model scores every position's candidates at once (the encoder is bidirectional); the search
 turns those scores into ranked whole-line conversions. Each hypothesis is extended with the
-best few candidates of the next position, plus any character that continues a user-dictionary
-word, so a user word survives the beam even when the model alone would not keep it. A user
-word earns its bonus when a hypothesis ends with it.
+best few candidates of the next position, plus any character that continues a word the caller
+wants kept alive (a listed word that fits the typed pinyin), so such a word survives the beam
+even when the model alone would not keep it.
+
+User words (``--userdict``: names, product terms) are put in place after the search
+(:func:`place_user_words`): a user word wins wherever its characters fit the typed pinyin, by
+its weight over the conversion it replaces, whatever the model thinks of it.
 """
 
 from __future__ import annotations
@@ -20,12 +24,17 @@ from pinzi.errors import DataError
 from pinzi.io import numbered_lines
 from pinzi.ngram import CharNgram
 
-DEFAULT_WORD_WEIGHT = 4.0  # log-score bonus of a user word: strong enough to beat near-ties
+DEFAULT_WORD_WEIGHT = 4.0  # a user word's margin (log-score) over the conversion it replaces
+# A user word typed by initials (yh: 音航) is less surely meant than one typed in full: each
+# abbreviated piece takes this much off its margin, so a default-weight word typed by two
+# initials is listed below the model's conversion, and a weight of 10 still wins.
+ABBREVIATED_COST = 4.0
 
 
 @dataclass
 class UserDict:
-    """Words that decoding should prefer (names, product terms), each with a log-score bonus."""
+    """Words that decoding should prefer (names, product terms), each with a weight: its
+    margin, in log-score, over the conversion it replaces (negative: listed below it)."""
 
     words: dict[str, float] = field(default_factory=dict)
 
@@ -56,9 +65,8 @@ class UserDict:
     def __post_init__(self) -> None:
         self._next: dict[str, set[str]] = {}  # proper prefix of a word -> chars that follow it
         self._longest = 0
-        # Characters that end some word, and that end some proper prefix: most extensions of a
-        # hypothesis end with neither, and are answered without looking at any suffix.
-        self._last_chars: set[str] = set()
+        # Characters inside some word (not its last): most extensions of a hypothesis end with
+        # none of them, and are answered without looking at any suffix.
         self._inner_chars: set[str] = set()
         for word in list(self.words):
             self._index(word)
@@ -67,7 +75,6 @@ class UserDict:
         for i in range(len(word)):
             self._next.setdefault(word[:i], set()).add(word[i])
         self._longest = max(self._longest, len(word))
-        self._last_chars.add(word[-1])
         self._inner_chars.update(word[:-1])
 
     def add(self, word: str, weight: float = DEFAULT_WORD_WEIGHT) -> None:
@@ -89,13 +96,6 @@ class UserDict:
         return any(text[start:] in self._next
                    for start in range(max(0, len(text) - self._longest + 1), len(text)))
 
-    def bonus(self, text: str) -> float:
-        """Bonus for the user words that ``text`` ends with."""
-        if not text or text[-1] not in self._last_chars:
-            return 0.0
-        return sum(self.words.get(text[start:], 0.0)
-                   for start in range(max(0, len(text) - self._longest), len(text)))
-
     def __bool__(self) -> bool:
         return bool(self.words)
 
@@ -111,21 +111,20 @@ class Position:
 
 
 def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 1,
-                userdict: UserDict | None = None, expand: int = 8,
-                lm: CharNgram | None = None, lm_weight: float = 0.0,
+                expand: int = 8, lm: CharNgram | None = None, lm_weight: float = 0.0,
                 keep: UserDict | None = None,
                 starts: Sequence[set[str]] | None = None) -> list[tuple[str, float]]:
     """The ``k`` best conversions of a line as (text, log-score), best first.
 
     ``positions`` mixes :class:`Position` (to decide) and plain strings (pass-through text that
     is copied as is). Each hypothesis is extended with the ``expand`` best candidates; its score
-    adds the model's log-probability, ``lm_weight`` times the n-gram log-probability given the
-    previous two characters, and user-word bonuses. With neither a language model nor a user
-    dictionary the scores factorise and the search is exact for the top ``k`` when
-    ``beam >= k`` and ``expand >= k``. Hypotheses in the middle of a user word are kept beyond
-    the beam (up to ``beam`` more) so that the word can complete. The words of ``keep`` are
-    kept alive the same way, without a bonus, each starting only where ``starts`` allows it
-    (``starts[i]``: the first characters of the words that fit the input from position ``i``).
+    adds the model's log-probability and ``lm_weight`` times the n-gram log-probability given
+    the previous two characters. The scores factorise without a language model, and the search
+    is then exact for the top ``k`` when ``beam >= k`` and ``expand >= k``. The words of
+    ``keep`` are spelled even from candidates beyond ``expand``, and hypotheses in the middle of
+    one are kept beyond the beam (up to ``beam`` more) so that the word can complete; each
+    starts only where ``starts`` allows it (``starts[i]``: the first characters of the words
+    that fit the input from position ``i``; None: anywhere).
 
     Every hypothesis has taken one candidate per position, so two extensions never spell the
     same text and the beam needs no merging: the scores of all extensions are one numpy array.
@@ -145,33 +144,25 @@ def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 
         # Every hypothesis x its top candidates, plus the candidates beyond `top` that continue
         # a word being spelled; then all their scores at once.
         rows, picks = np.divmod(np.arange(len(texts) * top), top)
-        spellers = []  # (words being spelled, which of them may start here: None for any)
-        if userdict:
-            spellers.append((userdict, None))
         if keep:
-            spellers.append((keep, starts[step] if starts is not None else None))
-        if spellers:
             index = {c: i for i, c in enumerate(position.chars)}
-            extra_rows, extra_picks = _user_word_candidates(index, texts, top, spellers)
+            step_starts = starts[step] if starts is not None else None
+            extra_rows, extra_picks = _spelling_candidates(index, texts, top, keep, step_starts)
             rows = np.concatenate([rows, extra_rows])
             picks = np.concatenate([picks, extra_picks])
         totals = scores[rows] + position.scores[picks]
         if use_lm:
             totals += lm_weight * lm.score(before2[rows], before1[rows], position.ids[picks])
-        if userdict:
-            totals += [userdict.bonus(texts[r] + position.chars[p])
-                       for r, p in zip(rows, picks, strict=True)]
         order = np.argsort(-totals, kind="stable")
         kept = order[:width]
-        if spellers:  # a word still being spelled survives the beam until it completes
+        if keep:  # a word still being spelled survives the beam until it completes
             # Only an extension by a character inside some word can be in the middle of one.
             inner = np.zeros(len(position.chars), dtype=bool)
-            inner[[index[c] for d, _ in spellers for c in d._inner_chars if c in index]] = True
+            inner[[index[c] for c in keep._inner_chars if c in index]] = True
             rest = order[width:]
             spelling = []
             for j in rest[inner[picks[rest]]].tolist():
-                text = texts[rows[j]] + position.chars[picks[j]]
-                if any(d.in_progress(text) for d, _ in spellers):
+                if keep.in_progress(texts[rows[j]] + position.chars[picks[j]]):
                     spelling.append(j)
                     if len(spelling) == width:
                         break
@@ -184,14 +175,62 @@ def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 
     return [(text, float(score)) for text, score in zip(texts[:k], scores[:k], strict=False)]
 
 
-def _user_word_candidates(index: dict[str, int], texts: list[str], top: int,
-                          spellers: list[tuple[UserDict, set[str] | None]]
-                          ) -> tuple[np.ndarray, np.ndarray]:
+def _spelling_candidates(index: dict[str, int], texts: list[str], top: int, keep: UserDict,
+                         starts: set[str] | None) -> tuple[np.ndarray, np.ndarray]:
     """(rows, picks) of the candidates beyond ``top`` (``index``: a position's candidate ->
-    its rank) that continue a word being spelled."""
+    its rank) that continue a word of ``keep`` being spelled."""
     extra = [(row, index[c]) for row, text in enumerate(texts)
-             for c in sorted(set().union(*(d.continuations(text, starts)
-                                          for d, starts in spellers)))
+             for c in sorted(keep.continuations(text, starts))
              if c in index and index[c] >= top]
     found = np.array(extra, dtype=np.int64).reshape(-1, 2)
     return found[:, 0], found[:, 1]
+
+
+def place_user_words(found: list[tuple[str, float]], positions: Sequence[Position | str],
+                     userdict: UserDict, abbreviated: Sequence[bool]
+                     ) -> list[tuple[str, float]]:
+    """``found`` (conversions of one reading's ``positions``, as :func:`beam_search` gives
+    them) with the user words put in place, best first.
+
+    A user word fits a run of consecutive positions whose candidates include its characters in
+    order. Its margin is its weight, less :data:`ABBREVIATED_COST` for each of those positions
+    typed as an abbreviation (``abbreviated[i]``). Every conversion is joined by the same text
+    with all fitting words of positive margin in place (the best margin first, never
+    overlapping), scored its score plus their margins, and by one text per fitting word, scored
+    its score plus that word's margin: a word of negative margin is listed, below.
+    """
+    fits = _fits(positions, userdict, abbreviated)
+    if not fits:
+        return found
+    chosen: list[tuple[float, int, str]] = []
+    for margin, start, word in sorted(fits, key=lambda f: (-f[0], -len(f[2]), f[1])):
+        if margin > 0 and all(start + len(word) <= s or s + len(w) <= start
+                              for _, s, w in chosen):
+            chosen.append((margin, start, word))
+    offsets = np.cumsum([0] + [1 if isinstance(p, Position) else len(p) for p in positions])
+    scored = dict(found)
+    variants = [[fit] for fit in fits] + ([chosen] if len(chosen) > 1 else [])
+    for text, score in found:
+        for variant in variants:
+            placed = list(text)
+            for _, start, word in variant:
+                placed[offsets[start]:offsets[start] + len(word)] = word
+            new_text = "".join(placed)
+            new_score = score + sum(margin for margin, _, _ in variant)
+            if new_score > scored.get(new_text, -math.inf):
+                scored[new_text] = new_score
+    return sorted(scored.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _fits(positions: Sequence[Position | str], userdict: UserDict,
+          abbreviated: Sequence[bool]) -> list[tuple[float, int, str]]:
+    """(margin, start position, word) of every place a user word fits."""
+    fits = []
+    candidates = [set(p.chars) if isinstance(p, Position) else set() for p in positions]
+    for word, weight in userdict.words.items():
+        for start in range(len(positions) - len(word) + 1):
+            span = range(start, start + len(word))
+            if all(c in candidates[i] for c, i in zip(word, span, strict=True)):
+                cost = ABBREVIATED_COST * sum(abbreviated[i] for i in span)
+                fits.append((weight - cost, start, word))
+    return fits
