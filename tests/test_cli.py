@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from typer.main import get_command
 from typer.testing import CliRunner
@@ -114,3 +115,116 @@ def test_pretrain_continues_from_a_base(tiny_model, tiny_corpus, tmp_path):
         tmp_path / "model.safetensors")
     assert before.keys() == after.keys()
     assert max(abs(before[k] - after[k]).max() for k in before) < 1e-4
+
+
+# ---- a CLI that teaches: choices, help texts, missing extras, completion, eval's output --------
+def _commands(group=None, path=()):
+    """(path, click command) of every command under ``group`` (default: the whole CLI)."""
+    group = group or get_command(app)
+    for name, command in group.commands.items():
+        yield (*path, name), command
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*path, name))
+
+
+def test_choices_are_shown_in_help_and_completed():
+    shown = {("pretrain",): ["<tiny|small|base|large>", "<transformer|lstm-attention>"],
+             ("eval",): ["<spaced|continuous|abbreviated|all>", "<auto|torch|onnx>"],
+             ("serve",): ["<auto|torch|onnx>"], ("export",): ["<onnx>", "<int8>"],
+             ("finetune",): ["<spaced|continuous|abbreviated>"],
+             ("classify", "train"): ["<accuracy|macro_f1>"]}
+    for command, choices in shown.items():
+        result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+        for choice in choices:
+            assert choice in result.output, (command, choice)
+    result = runner.invoke(app, ["pretrain", "--data", "d", "--out", "o", "--preset", "huge"])
+    assert result.exit_code == 2 and "'huge' is not one of 'tiny'" in result.output
+    result = runner.invoke(app, [], prog_name="pinzi", env={
+        "_PINZI_COMPLETE": "complete_bash", "COMP_WORDS": "pinzi eval --form ", "COMP_CWORD": "3"})
+    assert result.output.split() == ["spaced", "continuous", "abbreviated", "all"]
+
+
+def test_choices_written_out_are_those_of_the_settings():
+    from typing import get_args, get_type_hints
+
+    from pinzi import cli_train
+    from pinzi.classify_task import METRICS
+    from pinzi.export import QUANTIZE
+    from pinzi.model import ModelSettings
+
+    hints = get_type_hints(ModelSettings)
+    assert get_args(cli_train.Preset) == get_args(hints["preset"])
+    assert get_args(cli_train.Arch) == get_args(hints["arch"])
+    assert get_args(cli_train.Metric) == METRICS
+    from pinzi.cli import export
+
+    quantize = get_type_hints(export)["quantize"]  # Literal[...] | None
+    assert get_args(get_args(quantize)[0]) == QUANTIZE
+
+
+def test_help_texts_lose_nothing_to_markup_and_have_no_stray_spaces():
+    import re
+
+    # rich reads "[word ...]" as markup and drops it: a literal bracket is written "\["
+    unescaped = re.compile(r"(?<!\\)\[(?!bold\]|/\])")
+    stray_space = re.compile(r"\w \.(\s|$)|\w ,|\( | \)")  # "label ." "a , b" "( x )"
+    for path, command in _commands():
+        texts = [command.help or ""] + [param.help or "" for param in command.params]
+        for text in texts:
+            assert not unescaped.search(text), (path, text)
+        output = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"}).output
+        assert not stray_space.search(output), (path, stray_space.search(output))
+    export_help = runner.invoke(app, ["export", "--help"]).output
+    assert 'pip install "pinzi[onnx]"' in export_help
+    assert "[default: all cores]" in runner.invoke(
+        app, ["data", "prepare", "--help"], env={"COLUMNS": "200"}).output
+
+
+def test_a_missing_extra_names_the_pip_install(tiny_model, monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if pinzi[serve] were not installed
+    result = runner.invoke(app, ["serve"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert 'needs uvicorn, which is not installed: pip install "pinzi[serve]"' in result.stderr
+    monkeypatch.setitem(sys.modules, "torch", None)  # a model without model.onnx needs torch
+    result = runner.invoke(app, ["convert", "nihao", "-m", str(tiny_model)])
+    assert result.exit_code == 2 and 'pip install "pinzi[train]"' in result.stderr
+    monkeypatch.setitem(sys.modules, "pinzi.decode", None)  # not optional: a bug, kept as one
+    result = runner.invoke(app, ["convert", "nihao"])
+    assert result.exit_code == 1 and isinstance(result.exception, ModuleNotFoundError)
+
+
+def test_eval_shows_progress_on_a_terminal(tmp_path, monkeypatch):
+    gold = tmp_path / "gold.txt"
+    gold.write_text("我爱北京天安门。今天天气很好\n", encoding="utf-8")
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich then draws as on a terminal
+    result = runner.invoke(app, ["eval", str(gold), "--form", "all"])
+    assert result.exit_code == 0, result.output
+    for form in ("spaced", "continuous", "abbreviated"):
+        assert f"gold.txt {form}" in result.stderr and "2/2" in result.stderr
+    monkeypatch.delenv("TTY_COMPATIBLE")
+    result = runner.invoke(app, ["eval", str(gold)])
+    assert result.stderr == ""  # in a log: no bar
+    assert "100.00%" in result.stdout
+
+
+def test_eval_table_fits_80_columns(tmp_path, monkeypatch):
+    import pinzi.evaluate
+    from pinzi.converter import Converter
+
+    widest = {"form": "abbreviated", "nbest": 5, "clauses": 999_999, "chars": 9_999_999,
+              "char_acc": 1.0, "exact": 1.0, "p_at_k": 1.0, "bleu": 100.0,
+              "clauses_per_s": 99_999.9}
+    monkeypatch.setattr(Converter, "from_pretrained", classmethod(lambda cls, *a, **k: None))
+    monkeypatch.setattr(pinzi.evaluate, "evaluate_clauses",
+                        lambda converter, clauses, form, bleu: {**widest, "form": form})
+    monkeypatch.setattr(pinzi.evaluate, "require_bleu", lambda: None)
+    files = []
+    for name in ("pku_test.txt", "a-much-longer-name-of-a-gold-test-file.txt"):
+        files.append(tmp_path / name)
+        files[-1].write_text("你好\n", encoding="utf-8")
+    result = runner.invoke(app, ["eval", *map(str, files), "--form", "all", "--bleu"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= 80
+    assert sum("100.00%  100.00%  100.00%  100.00" in line for line in lines) == 6
+    assert all(path.name in result.stdout for path in files)

@@ -202,7 +202,7 @@ def test_cli_eval_user_errors(tmp_path, monkeypatch):
     gold = tmp_path / "gold.txt"
     gold.write_text(TEXT, encoding="utf-8")
     result = runner.invoke(app, ["eval", str(gold), "--form", "shouted"])
-    assert result.exit_code == 2 and "unknown --form" in result.output
+    assert result.exit_code == 2 and "'shouted' is not one of" in result.output
     monkeypatch.setitem(sys.modules, "sacrebleu", None)  # as if it were not installed
     result = runner.invoke(app, ["eval", str(gold), "--bleu"])
     assert result.exit_code == 2 and "pinzi[bench]" in result.output

@@ -11,14 +11,21 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.table import Table
 
 from pinzi.console import emit, print_json, print_tables, stdin_lines, warn, without_controls
+from pinzi.evaluate import FORMS
 from pinzi.metrics import SUMMARY_KEYS
 from pinzi.settings import parse_assignments, read_config_file
+
+# The choices of settings whose modules load PyTorch (tests/test_cli.py checks them against
+# pinzi.model.ModelSettings and pinzi.classify_task.METRICS): `pinzi --help` stays light.
+Preset = Literal["tiny", "small", "base", "large"]
+Arch = Literal["transformer", "lstm-attention"]
+Metric = Literal["accuracy", "macro_f1"]
 
 classify_app = typer.Typer(help="Fine-tune text classifiers and use them.", no_args_is_help=True)
 
@@ -50,10 +57,10 @@ def pretrain(
     data: Annotated[Path, typer.Option("--data", "-d", help="Folder from `pinzi data prepare`.")],
     out: Annotated[Path, typer.Option("--out", "-o",
                                       help="Run folder (model, checkpoints, logs).")],
-    preset: Annotated[str | None, typer.Option(
-        help="Model size: tiny, small, base, large \\[default: small].")] = None,
-    arch: Annotated[str | None, typer.Option(
-        help="transformer or lstm-attention \\[default: transformer].")] = None,
+    preset: Annotated[Preset | None, typer.Option(help="Model size \\[default: small].")
+                      ] = None,
+    arch: Annotated[Arch | None, typer.Option(
+        help="Model architecture \\[default: transformer].")] = None,
     base: Annotated[str | None, typer.Option(
         help="Continue training this model (folder or hub id) instead of starting from "
              "scratch; its size and vocabulary are kept, the n-gram model is counted anew "
@@ -84,7 +91,7 @@ def finetune(
     out: Annotated[Path, typer.Option(
         "--out", "-o", help="Run folder: the model (or the adapter), logs, report.")],
     base: Annotated[str | None, typer.Option(
-        "--base", "-b", help="Model to fine-tune: folder or hub id (default: the shipped model)")
+        "--base", "-b", help="Model to fine-tune: folder or hub id (default: the shipped model).")
     ] = None,
     lora: Annotated[bool, typer.Option(
         "--lora", help="Train a small LoRA adapter instead of every weight.")] = False,
@@ -107,8 +114,8 @@ def finetune(
              "(default: ../shared/data/sighan2005/pku_test.txt.gz if present).")] = None,
     eval_limit: Annotated[int, typer.Option(
         min=0, help="Clauses per test set in the before/after report; 0: no report.")] = 500,
-    eval_form: Annotated[str, typer.Option(
-        help="Pinyin input form of the report: spaced, continuous or abbreviated.")] = "spaced",
+    eval_form: Annotated[Literal[FORMS], typer.Option(
+        help="Pinyin input form of the report.")] = "spaced",
     resume: Resume = False,
 ) -> None:
     """Adapt a converter to a domain: [bold]pinzi finetune --base M --data D --out R --lora[/].
@@ -134,7 +141,7 @@ def merge(
                                           )],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder of the merged model.")],
     base: Annotated[str | None, typer.Option(
-        "--base", "-b", help="The adapter's base model (default: the shipped model)")] = None,
+        "--base", "-b", help="The adapter's base model (default: the shipped model).")] = None,
 ) -> None:
     """Merge a LoRA adapter into its base: one standalone model folder for every command."""
     from pinzi.finetune import merge as run_merge
@@ -180,8 +187,8 @@ def classify_train(
         "--class-weights", help="Weight the loss by inverse class frequency.")] = False,
     oversample: Annotated[bool, typer.Option(
         "--oversample", help="Repeat minority-class examples in every epoch.")] = False,
-    metric: Annotated[str | None, typer.Option(
-        help="Dev metric for early stopping and the best model: accuracy or macro_f1.")] = None,
+    metric: Annotated[Metric | None, typer.Option(
+        help="Dev metric for early stopping and the best model \\[default: accuracy].")] = None,
     config: ConfigFile = None,
     set_: Overrides = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimiser steps \\[default: 1000].")
@@ -214,9 +221,9 @@ def classify_eval(
     files: Annotated[list[Path], typer.Argument(help="Labelled TSV/CSV files (.gz too).")],
     model: Annotated[str, typer.Option("--model", "-m", help="Classifier folder.")],
     label_column: Annotated[str | None, typer.Option(
-        help="Column holding the label [default: the one used in training].")] = None,
+        help="Column holding the label \\[default: the one used in training].")] = None,
     text_column: Annotated[str | None, typer.Option(
-        help="Column holding the text [default: the one used in training].")] = None,
+        help="Column holding the text \\[default: the one used in training].")] = None,
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Folder for metrics.json and a confusion-matrix PNG per file.")
     ] = None,

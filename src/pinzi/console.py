@@ -11,6 +11,7 @@ import re
 import sys
 from collections.abc import Iterator
 
+from rich import progress
 from rich.console import Console
 from rich.markup import escape
 
@@ -49,6 +50,17 @@ def emit(line: str) -> None:
     """One result line on stdout, flushed at once (a pipe or co-process waits for it)."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def progress_bar() -> progress.Progress:
+    """A progress bar on standard error, for tasks counted in items; drawn only on a terminal,
+    so that logs keep one line per message."""
+    console = Console(stderr=True)
+    return progress.Progress(
+        progress.TextColumn("{task.description}"), progress.BarColumn(),
+        progress.MofNCompleteColumn(), progress.TimeElapsedColumn(),
+        progress.TimeRemainingColumn(), console=console, transient=True,
+        disable=not console.is_terminal)
 
 
 def print_json(value: object) -> None:
