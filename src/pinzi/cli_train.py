@@ -216,6 +216,45 @@ def classify_train(
     print_json({k: v for k, v in summary.items() if k not in ("dev", "test")})
 
 
+@classify_app.command("keras")
+def classify_keras(
+    base: Annotated[str, typer.Option(
+        "--base", "-b", help="Encoder to fine-tune: a pinzi model folder, or a Hugging Face "
+                             "encoder by hub name or path.")],
+    train_file: Annotated[Path, typer.Option("--train", help="Labelled TSV/CSV file (.gz too).")],
+    dev: Annotated[Path, typer.Option(help="Dev file: early stopping and the best epoch.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Classifier folder to write.")],
+    test: Annotated[Path | None, typer.Option(help="Test file, evaluated once at the end.")
+                    ] = None,
+    label_column: Annotated[str, typer.Option(help="Column holding the label.")] = "label",
+    text_column: Annotated[str, typer.Option(help="Column holding the text.")] = "text",
+    epochs: Annotated[int, typer.Option(min=1, help="Most epochs.")] = 3,
+    patience: Annotated[int, typer.Option(
+        min=0, help="Stop after this many epochs without a better dev accuracy.")] = 1,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per batch.")] = 32,
+    learning_rate: Annotated[float, typer.Option(help="AdamW's learning rate.")] = 5e-4,
+    max_length: Annotated[int, typer.Option(min=2, help="Tokens per text; longer are cut.")
+                          ] = 256,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed repeats the run.")] = 0,
+) -> None:
+    """Fine-tune a classifier with Keras 3 (compile, fit with EarlyStopping, evaluate).
+
+    Keras runs on PyTorch (pip install "pinzi\\[keras]"); the folder it writes loads like one
+    from `classify train`: `classify predict`, `classify eval`, `serve --classifier`. See
+    docs/keras.md.
+    """
+    from pinzi.keras_classify import train_keras_classifier
+
+    summary = train_keras_classifier(base, train_file, dev, out, test_file=test, epochs=epochs,
+                                     batch_size=batch_size, learning_rate=learning_rate,
+                                     patience=patience, max_length=max_length,
+                                     label_column=label_column, text_column=text_column,
+                                     seed=seed, warn=warn)
+    reports = [(split, summary[split]) for split in ("dev", "test") if split in summary]
+    print_tables(_report_tables(reports))
+    print_json({k: v for k, v in summary.items() if k not in ("dev", "test")})
+
+
 @classify_app.command("eval")
 def classify_eval(
     files: Annotated[list[Path], typer.Argument(help="Labelled TSV/CSV files (.gz too).")],
