@@ -183,6 +183,40 @@ def test_keras_format_saving_is_refused_because_it_would_pickle(fitted, tmp_path
     assert not (tmp_path / "model.keras").exists()
 
 
+def test_cli_keras_trains_saves_and_reports(files, tiny_base, tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["classify", "keras", "--base", str(tiny_base),
+                                 "--train", str(files["train"]), "--dev", str(files["dev"]),
+                                 "--test", str(files["dev"]), "--out", str(out),
+                                 "--epochs", "3", "--batch-size", "16",
+                                 "--learning-rate", "1e-3"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split("│")[1].strip() for line in result.stdout.splitlines()
+            if line.count("│") > 2]
+    assert rows[:2] == ["dev", "test"]
+    assert "Epoch 1/3" in result.stderr and "Epoch" not in result.stdout  # progress: stderr
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["epochs"] == len(summary["history"]["val_accuracy"]) <= 3
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dev"]["accuracy"] == max(summary["history"]["val_accuracy"])
+    info = json.loads((out / "classify.json").read_text())
+    assert info["label_column"] == "label" and info["labels"] == ["mid", "neg", "pos"]
+    assert TextClassifier.load(out).evaluate(read_labelled(files["dev"]))["examples"] == len(DEV)
+
+
+def test_cli_keras_errors_are_one_line(files, tiny_base, tmp_path):
+    result = runner.invoke(app, ["classify", "keras", "--base", str(tmp_path / "nope"),
+                                 "--train", str(files["train"]), "--dev", str(files["dev"]),
+                                 "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "nope" in result.stderr
+    assert "Traceback" not in result.output
+    result = runner.invoke(app, ["classify", "keras", "--base", str(tiny_base),
+                                 "--train", str(files["train"]), "--dev", str(files["dev"]),
+                                 "--out", str(tmp_path / "out"), "--label-column", "stars"])
+    assert result.exit_code == 2 and "no column 'stars'" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 # ---- batches ------------------------------------------------------------------------------------
 def test_batches_pad_each_batch_to_its_longest_and_shuffle_per_epoch():
     ids = [np.arange(1, n + 1) for n in (3, 1, 2, 5, 4)]

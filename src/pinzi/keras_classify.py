@@ -256,7 +256,7 @@ def train_keras_classifier(base: str | Path, train_file: str | Path, dev_file: s
                                          restore_best_weights=True)
     with contextlib.redirect_stdout(sys.stderr):  # results on stdout, progress on stderr
         history = model.fit(train, validation_data=dev, epochs=epochs, callbacks=[stop],
-                            verbose=1 if progress else 0)
+                            verbose=(1 if sys.stderr.isatty() else 2) if progress else 0)
     out = model.save_classifier(out_dir)
 
     classifier = TextClassifier.load(out)
