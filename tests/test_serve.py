@@ -2,6 +2,8 @@
 
 Routes, limits (413/422 with their message), malformed bodies, the API key, CORS; the ONNX
 graph converts exactly as PyTorch does; `pinzi serve` answers and stops cleanly on SIGTERM.
+Hostile clients: costly keystrokes never hold up the event loop (503 past the queue), and
+connections that never finish a request are closed (real sockets against uvicorn).
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import httpx
 import pytest
+import uvicorn
 from conftest import SENTENCES
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
@@ -32,7 +37,15 @@ from pinzi.converter import Converter
 from pinzi.errors import ModelLoadError, SettingsError
 from pinzi.export import export_onnx
 from pinzi.model import PinziConfig, PinziForPinyin
-from pinzi.serve import WORKER_CONFIG, Limits, ServeConfig, build_app, create_app, worker_app
+from pinzi.serve import (
+    WORKER_CONFIG,
+    GuardedHttp,
+    Limits,
+    ServeConfig,
+    build_app,
+    create_app,
+    worker_app,
+)
 from pinzi.tokenizer import PinziTokenizer
 
 PINYIN = ["".join(lazy_pinyin(s)) for s in SENTENCES]
@@ -100,8 +113,20 @@ class FakeClassifier:
                 for t in texts]
 
 
+def test_control_characters_never_come_back(client):
+    def best(**body):
+        return client.post("/v1/candidates", json=body).json()["candidates"][0]["hanzi"]
+
+    assert best(pinyin="\u0000nihao\u0000") == "你好"
+    assert best(pinyin="ni\u200bhao\u202e") == "你好"  # zero-width space, bidi override
+    assert best(pinyin="yinhang", context="他\u0000在") == best(pinyin="yinhang", context="他在")
+    answer = client.post("/v1/convert", json={"lines": ["\u0007ni\u0000hao\u001b"]})
+    assert answer.json() == {"lines": ["你好"]}
+
+
 def test_classify_only_with_a_classifier(client, converter):
-    assert client.post("/v1/classify", json={"texts": ["你好"]}).status_code == 404
+    without = client.post("/v1/classify", json={"texts": ["你好"]})
+    assert without.status_code == 404 and "no classifier is loaded" in without.json()["detail"]
     with TestClient(create_app(converter, classifier=FakeClassifier())) as with_classifier:
         answer = with_classifier.post("/v1/classify", json={"texts": ["你好", "今天天气很好"]})
         assert answer.json() == {"results": [{"label": "short", "prob": 0.75},
@@ -153,6 +178,8 @@ def test_bad_fields_are_422_naming_the_field(client, path, body, field, words):
     (b"[1, 2]", "expected a JSON object"),
     (b"null", "expected a JSON object"),
     (b'{"pinyin": "\\ud800"}', "unicode"),  # a lone surrogate cannot be answered in UTF-8
+    (b'{"pinyin": "a", "fuzzy": ' + b"[" * 1000 + b"]" * 1000 + b"}", "nested too deeply"),
+    (b'{"pinyin": "a", "k": ' + b"9" * 5000 + b"}", "4300 digits"),
 ])
 def test_malformed_bodies_are_422(client, content, words):
     answer = client.post("/v1/candidates", content=content,
@@ -188,6 +215,12 @@ def test_api_key_guards_the_api_only(converter):
     right = guarded.post("/v1/candidates", json=body, headers={"Authorization": "Bearer s3cret"})
     assert right.status_code == 200
     assert guarded.get("/healthz").status_code == 200 and guarded.get("/").status_code == 200
+
+
+@pytest.mark.parametrize("key", ["clé", "two words", "tab\tkey", "\u200bkey"])
+def test_an_api_key_no_client_can_send_is_refused(converter, key):
+    with pytest.raises(SettingsError, match="printable ASCII"):
+        create_app(converter, api_key=key)
 
 
 def test_cors_is_off_unless_configured(client, converter):
@@ -371,38 +404,127 @@ def test_serve_command_refuses_a_broken_model_before_starting_workers(tmp_path):
 
 
 class SlowScorer:
-    """The tiny model's scorer, a third of a second a call: a big model on PyTorch."""
+    """The tiny model's scorer, a third of a second a call: a big model, or a worst-case
+    keystroke (256 letters, every fuzzy pair)."""
 
-    def __init__(self, scorer, cheap: bool):
-        self.scorer, self.cheap, self.name = scorer, cheap, scorer.name
+    def __init__(self, scorer):
+        self.scorer, self.name = scorer, scorer.name
 
     def __call__(self, *arrays):
         time.sleep(0.3)
         return self.scorer(*arrays)
 
 
-@pytest.mark.parametrize("cheap", [False, True])
-def test_a_costly_keystroke_never_holds_up_the_event_loop(converter, cheap):
-    slow = Converter(SlowScorer(converter.scorer, cheap), converter.tokenizer,
+@pytest.fixture(scope="module")
+def slow(converter):
+    return Converter(SlowScorer(converter.scorer), converter.tokenizer,
                      decoding=converter.decoding, ngram=converter.ngram)
-    app = create_app(slow)
 
-    async def race() -> list[str]:
-        done: list[str] = []
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://pinzi") as client:
-            async def keystroke():
-                await client.post("/v1/candidates", json={"pinyin": "nihao"})
-                done.append("keystroke")
 
-            async def probe():
-                await asyncio.sleep(0.05)  # while the keystroke is being converted
-                await client.get("/healthz")
-                done.append("healthz")
+async def gathered(app, *calls):
+    """Runs ``calls`` (each a coroutine function of an httpx client) at once against ``app``."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://pinzi") as client:
+        return await asyncio.gather(*(call(client) for call in calls))
 
-            await asyncio.gather(keystroke(), probe())
-        return done
 
-    # A costly scorer runs in the threadpool, so the probe is answered first; a cheap one runs
-    # on the loop (faster under load), and the probe waits for it.
-    assert asyncio.run(race()) == (["keystroke", "healthz"] if cheap else ["healthz", "keystroke"])
+def test_a_costly_keystroke_never_holds_up_the_event_loop(slow):
+    done: list[str] = []
+
+    async def keystroke(client):
+        await client.post("/v1/candidates", json={"pinyin": "nihao"})
+        done.append("keystroke")
+
+    async def probe(client):
+        await asyncio.sleep(0.05)  # while the keystroke is being converted
+        await client.get("/healthz")
+        done.append("healthz")
+
+    asyncio.run(gathered(create_app(slow), keystroke, probe))
+    assert done == ["healthz", "keystroke"]
+
+
+def test_keystrokes_past_the_queue_get_503_at_once(slow):
+    app = create_app(slow, limits=Limits(max_queue=1), conversion_threads=1)
+
+    async def keystroke(client):
+        return await client.post("/v1/candidates", json={"pinyin": "nihao"})
+
+    answers = asyncio.run(gathered(app, *[keystroke] * 4))
+    codes = sorted(answer.status_code for answer in answers)
+    assert codes == [200, 200, 503, 503]  # one running, one waiting, two refused
+    busy = next(answer for answer in answers if answer.status_code == 503)
+    assert "busy" in busy.json()["detail"] and busy.headers["retry-after"] == "1"
+    # the queue drains: the next keystroke is served
+    assert asyncio.run(gathered(app, keystroke))[0].status_code == 200
+
+
+# ---- connections, over real sockets --------------------------------------------------------------
+class QuickGuard(GuardedHttp):
+    request_deadline_s = 0.5  # 10 s in `pinzi serve`; the test should not wait that long
+
+
+class PatientGuard(GuardedHttp):
+    request_deadline_s = 60  # connections stay until the test closes them
+
+
+@contextmanager
+def serving(app, http: type[GuardedHttp] = QuickGuard, **config):
+    """``app`` under uvicorn with a GuardedHttp (as `pinzi serve` runs it) on a free loopback
+    port, in a thread; yields (host, port)."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=http,
+                                           log_level="warning", **config))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield "127.0.0.1", port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def read_until_closed(connection: socket.socket) -> bytes:
+    """What the server sends until it closes the connection (a timeout fails the test)."""
+    connection.settimeout(10)
+    received = b""
+    while chunk := connection.recv(4096):
+        received += chunk
+    return received
+
+
+@pytest.mark.parametrize("sent", [
+    b"",  # connects and says nothing
+    b"POST /v1/candidates HTTP/1.1\r\nHost: pinzi\r\nContent-Len",  # headers never end
+    b"POST /v1/candidates HTTP/1.1\r\nHost: pinzi\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 40\r\n\r\n{\"pinyin\": ",  # the body never ends
+])
+def test_a_request_that_never_arrives_whole_is_closed_with_408(converter, sent):
+    with serving(create_app(converter)) as address, socket.create_connection(address) as slowpoke:
+        slowpoke.sendall(sent)
+        answer = read_until_closed(slowpoke)
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"did not arrive within 0.5 s" in answer
+        # the server is fine, and a keep-alive connection that asks in time is served twice
+        with httpx.Client(base_url=f"http://{address[0]}:{address[1]}") as client:
+            for _ in range(2):
+                assert client.post("/v1/candidates", json={"pinyin": "nihao"}).status_code == 200
+
+
+def test_connections_past_the_limit_are_refused_at_once(converter):
+    with serving(create_app(converter), http=PatientGuard, limit_concurrency=3) as address:
+        held = [socket.create_connection(address) for _ in range(3)]
+        with socket.create_connection(address) as extra:
+            answer = read_until_closed(extra)
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"too many connections" in answer
+        assert b"retry-after: 1" in answer
+        for each in held:
+            each.close()
+        url = f"http://{address[0]}:{address[1]}/healthz"
+        deadline = time.monotonic() + 10  # until the server has seen them go
+        while httpx.get(url).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert httpx.get(url).status_code == 200

@@ -26,9 +26,6 @@ INPUTS = ("input_ids", "attention_mask", "slots", "candidates", "owner")
 
 class CandidateScorer(Protocol):
     name: str
-    # Whether a call is cheap enough (about a millisecond) to run on a server's event loop;
-    # otherwise the server hands keystrokes to worker threads so that the loop stays free.
-    cheap: bool
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray, slots: np.ndarray,
                  candidates: np.ndarray, owner: np.ndarray) -> np.ndarray: ...
@@ -42,7 +39,6 @@ class TorchScorer:
     """A :class:`~pinzi.model.PinziForPinyin` (or one with a LoRA adapter) on PyTorch."""
 
     name = "torch"
-    cheap = False
 
     def __init__(self, model):
         self.model = model.eval()
@@ -64,7 +60,6 @@ class OnnxScorer:
     """
 
     name = "onnx"
-    cheap = True
 
     def __init__(self, path: str | Path, *, threads: int = 1):
         import onnxruntime as ort

@@ -13,28 +13,31 @@ Routes (interactive docs at /docs and /redoc, served offline):
     GET  /               the input-method page (static/index.html)
 
 LoRA adapters loaded at start-up (``pinzi serve --adapter NAME=DIR``) are chosen per request
-with ``"adapter": "NAME"`` on /v1/candidates and /v1/convert; without it the base model answers.
-
-Every request is bounded by :class:`Limits`: a body over ``max_body_bytes`` gets 413, a text
-over ``max_chars``, a batch over ``max_batch`` or a bad field gets 422, each with a message
-that names what was wrong. Nothing a client sends can produce a 500.
+with ``"adapter": "NAME"``; without it the base model answers. :class:`Limits` bound every
+request (413 or 422 with a message that names what was wrong: nothing a client sends can
+produce a 500), and control characters are dropped before conversion. Conversions run on a few
+threads (:class:`ConversionPool`), never on the event loop, with 503 past ``max_queue``;
+`pinzi serve` runs :class:`GuardedHttp`, which closes connections that never finish a request.
 
 With an API key every /v1 route wants ``Authorization: Bearer KEY`` (401 otherwise). /healthz,
 the page and the docs stay open: they reveal nothing, a load balancer's probe carries no key,
 and the page asks for the key once a /v1 call answers 401. CORS is off unless origins are given.
 """
 
+import asyncio
 import json
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
+from http import HTTPStatus
 from importlib import resources
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Literal, Protocol, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Security
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -45,11 +48,13 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pinzi import __version__
 from pinzi.converter import Converter
-from pinzi.errors import PinziError
+from pinzi.errors import PinziError, SettingsError
 from pinzi.pinyin import FUZZY_PAIRS
+from pinzi.text import normalise
 
 STATIC = resources.files("pinzi") / "static"
 
@@ -62,6 +67,7 @@ class Limits:
     max_chars: int = 256  # one pinyin buffer, line, context or text (an IME buffer is ~30)
     max_batch: int = 256  # lines per /v1/convert, texts per /v1/classify
     max_k: int = 20  # candidates per /v1/candidates
+    max_queue: int = 64  # conversions waiting for a thread (~1 s of keystrokes); more get 503
 
 
 class Prediction(Protocol):
@@ -147,7 +153,7 @@ class Error(BaseModel):
     errors: list[dict] | None = None  # per field, for 422
 
 
-ERRORS = {code: {"model": Error} for code in (401, 413, 422)}
+ERRORS = {code: {"model": Error} for code in (401, 413, 422, 503)}
 
 
 # ---- middleware and handlers --------------------------------------------------------------------
@@ -167,11 +173,13 @@ class BodyLimit:
         messages, size = [], 0
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":  # gone (or cut off by GuardedHttp)
+                return
             messages.append(message)
             size += len(message.get("body", b""))
             if size > self.max_bytes:
                 return await self._refuse(scope, receive, send, f"over {self.max_bytes} bytes")
-            if message["type"] != "http.request" or not message.get("more_body"):
+            if not message.get("more_body"):
                 break
 
         async def replay() -> dict:
@@ -201,24 +209,41 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
 
 
+def _why_unparsable(cause: BaseException) -> str:
+    if isinstance(cause, UnicodeDecodeError):
+        return f"not UTF-8 ({cause.reason})"
+    if isinstance(cause, RecursionError):
+        return "nested too deeply"
+    # e.g. "Exceeds the limit (4300 digits) for integer string conversion: value has 5000
+    # digits", without the advice to the server's programmer that follows
+    return str(cause).split(";")[0] or type(cause).__name__
+
+
 async def _http_error(request: Request, error: Exception) -> Response:
-    # FastAPI answers a body that is not UTF-8 with a bare 400 "error parsing the body": it is
-    # malformed JSON like any other, so it gets the same 422 and says why.
+    # FastAPI answers a body its JSON parser raises on (not UTF-8, nested ~1,000 levels, a
+    # number of thousands of digits) with a bare 400 "error parsing the body": it is malformed
+    # JSON like any other, so it gets the same 422 and says why.
     assert isinstance(error, StarletteHTTPException)
-    if error.status_code == 400 and isinstance(error.__cause__, UnicodeDecodeError):
-        detail = f"body: malformed JSON: not UTF-8 ({error.__cause__.reason})"
+    if error.status_code == 400 and error.__cause__ is not None:
+        detail = f"body: malformed JSON: {_why_unparsable(error.__cause__)}"
         return JSONResponse({"detail": detail}, status_code=422)
     return await http_exception_handler(request, error)
 
 
 async def _user_error(request: Request, error: Exception) -> JSONResponse:
-    # A problem with what the client asked, e.g. the converter's own ceiling (MAX_INPUT_CHARS),
-    # reached only when Limits are set above it.
+    # e.g. the converter's own ceiling (MAX_INPUT_CHARS), reached when Limits are set above it
     return JSONResponse({"detail": str(error)}, status_code=422)
 
 
 def _bearer(api_key: str):
-    scheme = HTTPBearer(auto_error=False, description="The key given to `pinzi serve --api-key`.")
+    # Header values reach the app as Latin-1 and browsers send nothing else: a key outside
+    # printable ASCII could never match what a client sends, so it is refused at start-up.
+    if not all("!" <= char <= "~" for char in api_key):
+        raise SettingsError("the API key must be printable ASCII without spaces or control "
+                            "characters (e.g. `python -c 'import secrets; "
+                            "print(secrets.token_urlsafe())'`)")
+    scheme = HTTPBearer(auto_error=False,
+                        description="The key given to `pinzi serve` in PINZI_API_KEY.")
 
     def check(credentials: HTTPAuthorizationCredentials | None = Security(scheme)) -> None:
         given = credentials.credentials.encode() if credentials else b""
@@ -227,6 +252,101 @@ def _bearer(api_key: str):
                                 headers={"WWW-Authenticate": "Bearer"})
 
     return check
+
+
+# ---- worker threads and connections -------------------------------------------------------------
+Result = TypeVar("Result")
+
+
+class ConversionPool:
+    """A few threads that run conversions off the event loop (a worst-case keystroke takes
+    ~0.2 s: 20 of them on the loop put /healthz at 3 s), few because they share one GIL with
+    the loop; past ``max_queue`` waiting, 503 at once."""
+
+    def __init__(self, threads: int, max_queue: int):
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="pinzi-convert")
+        self._capacity = threads + max_queue
+        self._admitted = 0  # running or queued; changed on the loop only
+
+    async def run(self, work: Callable[[], Result]) -> Result:
+        if self._admitted >= self._capacity:
+            raise HTTPException(503, f"server busy: {self._admitted} conversions are running "
+                                     "or waiting; retry shortly", headers={"Retry-After": "1"})
+        self._admitted += 1
+        loop = asyncio.get_running_loop()
+        future = self._executor.submit(work)
+        # Released when the work ends, or when a client that left cancels it before it starts.
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
+        return await asyncio.wrap_future(future)
+
+    def _release(self) -> None:
+        self._admitted -= 1
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class GuardedHttp(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol, closing what holds a connection without asking anything.
+
+    uvicorn closes a connection idle after a response (``timeout_keep_alive``), but not one that
+    sends nothing or a byte at a time: thousands of those used up the file descriptors. Here a
+    request must arrive whole within ``request_deadline_s`` of the connection opening or of its
+    first byte, else 408 and close; a connection past ``limit_concurrency`` gets 503 and close.
+    """
+
+    request_deadline_s = 10.0  # a 64 KiB body within 10 s: 6.4 KB/s, slower than any modem
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
+        super().connection_made(transport)
+        if self.limit_concurrency is not None and len(self.connections) > self.limit_concurrency:
+            self._answer(503, f"too many connections (the limit is {self.limit_concurrency}); "
+                              "retry shortly", [("retry-after", "1")])
+        else:
+            self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        self._arm()  # bytes that begin no request (stray CRLFs) get the deadline too
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm()  # the app's own time is not the client's doing
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._deadline is None and not self.transport.is_closing():
+            self._deadline = self.loop.call_later(self.request_deadline_s, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        cycle = self.cycle
+        if cycle is None or not cycle.response_started or cycle.response_complete:
+            self._answer(408, f"the request did not arrive within {self.request_deadline_s:g} s")
+        else:  # a pipelined request stalled mid-answer to the one before: no room for a 408
+            self.transport.close()
+
+    def _answer(self, status: int, detail: str, headers: Sequence[tuple[str, str]] = ()) -> None:
+        if self.transport.is_closing():
+            return
+        body = json.dumps({"detail": detail}).encode()
+        head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "content-type: application/json",
+                f"content-length: {len(body)}", "connection: close", *map(": ".join, headers)]
+        self.transport.write("\r\n".join([*head, "", ""]).encode() + body)
+        self.transport.close()
 
 
 # ---- the app -------------------------------------------------------------------------------------
@@ -274,11 +394,14 @@ def worker_app() -> FastAPI:
 
 def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None = None,
                classifier: Classifier | None = None, api_key: str | None = None,
-               cors_origins: Sequence[str] = (), limits: Limits = Limits()) -> FastAPI:
+               cors_origins: Sequence[str] = (), limits: Limits = Limits(),
+               conversion_threads: int = 2) -> FastAPI:
     """The pinzi app around a loaded ``converter`` (and optionally a ``classifier``).
 
     ``adapters``: converters of the same base with a LoRA adapter each, by the name a request
-    gives in its ``adapter`` field.
+    gives in its ``adapter`` field. ``conversion_threads``: how many conversions (and
+    classifications) run at once; up to ``limits.max_queue`` more wait, the rest get 503.
+    Raises :class:`~pinzi.errors.SettingsError` for an API key no client could send.
 
     >>> from fastapi.testclient import TestClient                          # doctest: +SKIP
     >>> client = TestClient(create_app(Converter.from_pretrained()))       # doctest: +SKIP
@@ -288,13 +411,17 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
     adapters = dict(adapters or {})
     CandidatesRequest, ConvertRequest, ClassifyRequest = request_models(limits, list(adapters))
     backend = converter.scorer.name
+    guard = [Depends(_bearer(api_key))] if api_key else []
+    pool = ConversionPool(conversion_threads, limits.max_queue)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # The first call fills lazy caches: pay for it here rather than on a user's keystroke.
+        # The first call fills lazy caches, normalise's table of control characters among them:
+        # pay for it here rather than on a user's keystroke.
         for each in (converter, *adapters.values()):
-            await run_in_threadpool(each.candidates, "nihao")
+            await pool.run(partial(each.candidates, normalise("\0nihao")))
         yield
+        pool.close()
 
     # FastAPI's own /docs and /redoc load their scripts from a CDN; FastAPIOffline serves
     # packaged copies, so the docs work offline like the page does.
@@ -310,12 +437,11 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
                            allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
 
-    v1 = APIRouter(prefix="/v1", responses=ERRORS,
-                   dependencies=[Depends(_bearer(api_key))] if api_key else [])
+    v1 = APIRouter(prefix="/v1", responses=ERRORS, dependencies=guard)
 
     def options(body) -> dict:
         fuzzy = frozenset(FUZZY_PAIRS) if "all" in body.fuzzy else frozenset(body.fuzzy)
-        return dict(context=body.context, fuzzy=fuzzy, chinese_punct=body.punct)
+        return dict(context=normalise(body.context), fuzzy=fuzzy, chinese_punct=body.punct)
 
     def converter_for(body) -> Converter:
         if body.adapter is None:
@@ -326,38 +452,36 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
                                      f"{loaded}")
         return adapters[body.adapter]
 
-    # A keystroke on onnxruntime takes a few milliseconds, little more than a hop to the
-    # threadpool and back costs under load: run on the event loop it served 30% more requests a
-    # second (bench/serve_load.py, 50 clients flat out, 2 workers, before the word list). A
-    # scorer that is not that cheap
-    # (PyTorch, which adapters run on) goes to the threadpool, so that it never holds up the
-    # loop and /healthz. Batches can take seconds, so /v1/convert and /v1/classify are plain
-    # `def` routes, which FastAPI runs in its threadpool.
+    # Every conversion goes to the pool, even a keystroke of milliseconds on onnxruntime (the
+    # loop served 30% more of those flat out, but one costly keystroke held up every client).
     @v1.post("/candidates", response_model=CandidatesResponse)
     async def candidates(body: CandidatesRequest) -> CandidatesResponse:  # type: ignore[valid-type]
         """The n-best conversions of one pinyin buffer: what an IME asks on each keystroke."""
-        chosen = converter_for(body)
-        if chosen.scorer.cheap:
-            best = chosen.candidates(body.pinyin, k=body.k, **options(body))
-        else:
-            best = await run_in_threadpool(chosen.candidates, body.pinyin, k=body.k,
-                                           **options(body))
+        best = await pool.run(partial(converter_for(body).candidates, normalise(body.pinyin),
+                                      k=body.k, **options(body)))
+        # the buffer as sent: what a client compares with the buffer it shows
         return CandidatesResponse(pinyin=body.pinyin, candidates=[
             Candidate(hanzi=hanzi, score=round(score, 4)) for hanzi, score in best])
 
     @v1.post("/convert", response_model=ConvertResponse)
-    def convert(body: ConvertRequest) -> ConvertResponse:  # type: ignore[valid-type]
+    async def convert(body: ConvertRequest) -> ConvertResponse:  # type: ignore[valid-type]
         """The best conversion of each line; every line gets the same left context."""
-        return ConvertResponse(lines=converter_for(body).convert_batch(body.lines,
-                                                                       **options(body)))
+        lines = [normalise(line) for line in body.lines]
+        return ConvertResponse(lines=await pool.run(partial(converter_for(body).convert_batch,
+                                                            lines, **options(body))))
 
     if classifier is not None:
         @v1.post("/classify", response_model=ClassifyResponse)
-        def classify(body: ClassifyRequest) -> ClassifyResponse:  # type: ignore[valid-type]
+        async def classify(body: ClassifyRequest) -> ClassifyResponse:  # type: ignore[valid-type]
             """A label and its probability for each text."""
-            predictions = classifier.predict(list(body.texts))
+            predictions = await pool.run(partial(classifier.predict, list(body.texts)))
             return ClassifyResponse(results=[Label(label=p.label, prob=p.prob)
                                              for p in predictions])
+    else:
+        @v1.post("/classify", include_in_schema=False)
+        async def no_classifier() -> None:
+            raise HTTPException(404, "no classifier is loaded: start the server with "
+                                     "--classifier DIR (a folder from `pinzi classify train`)")
 
     app.include_router(v1)
 
