@@ -80,7 +80,7 @@ def main() -> None:
         size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
     chars = stats["chars"]["read"]
     print(f"read {stats['lines']['read']:,} lines / {chars:,} chars; kept "
-          f"{stats['lines']['kept']:,} lines / {stats['chars']['kept']:,} chars; "
+          f"{stats['sentences']['kept']:,} sentences / {stats['chars']['kept']:,} chars; "
           f"workers {stats['run']['num_workers']}")
     print(f"dropped: {stats['dropped']}")
     print(f"output {size / 2**20:.1f} MiB (4 + 2 bytes a kept char, 8 a line, chars.tsv, json)")

@@ -6,9 +6,13 @@ Run with ``.venv/bin/pytest tests/test_data.py``. Nothing here reads /work/share
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import json
+import os
 import random
+import tracemalloc
+from collections import Counter
 from pathlib import Path
 
 import datasets
@@ -20,7 +24,8 @@ import pytest
 from pinzi import data
 from pinzi.corpus import DATASET_FILE, FORMAT, load_prepared, open_prepared
 from pinzi.data import DataError, normalise, prepare, split_sentences
-from pinzi.errors import TrainingError
+from pinzi.errors import OutputError
+from pinzi.io import LOCK_FILE
 from pinzi.lexicon import Lexicon
 from pinzi.pinyin import SYLLABLES
 
@@ -46,7 +51,9 @@ def rows(out: Path) -> dict[str, list[dict]]:
 
 
 def all_files(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    """The output files (the lock file, which holds the writer's process id, is not output)."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != LOCK_FILE}
 
 
 def write_gz(path: Path, text: str) -> Path:
@@ -114,7 +121,8 @@ def test_prepare_reads_every_format_and_writes_an_aligned_dataset(tmp_path):
     assert sorted(p.name for p in (out / "train").iterdir()) == \
         ["chars.bin", "offsets.bin", "pinyin.bin"]
     assert stats["dropped"]["duplicate"] == 1
-    assert stats["lines"] == {"read": 11, "kept": 8, "train": 6, "valid": 1, "test": 1}
+    assert stats["lines"] == {"read": 11}  # input lines; they hold 9 sentences, 8 are kept
+    assert stats["sentences"] == {"found": 9, "kept": 8, "train": 6, "valid": 1, "test": 1}
     assert stats["chars"]["kept"] == sum(len(t) for split in texts.values() for t in split)
     assert [s["split"] for s in stats["inputs"]] == [None, None, "test", None, "valid"]
     assert json.loads((out / "stats.json").read_text(encoding="utf-8")) == stats
@@ -143,7 +151,6 @@ def test_bad_input_is_skipped_counted_and_warned_about(tmp_path):
     (tmp_path / "empty.txt").write_bytes(b"")
     long_line = "长" * 400_000  # 1.2 MB
     (tmp_path / "long.txt").write_bytes(f"{long_line}\n长行之后。\n".encode())
-    (tmp_path / "cols.tsv").write_text("label\tsentence\n1\t没有文本列。\n", encoding="utf-8")
     (tmp_path / "rows.tsv").write_text("text\tlabel\n短行也行。\t1\n\n", encoding="utf-8")
     (tmp_path / "j.jsonl").write_text('{"text": "正常的一行。"}\n{broken\n[1, 2]\n{"text": 3}\n'
                                       '{"body": "字段不对。"}\n', encoding="utf-8")
@@ -153,19 +160,18 @@ def test_bad_input_is_skipped_counted_and_warned_about(tmp_path):
     with pytest.warns(UserWarning) as caught:
         stats = run(sorted(tmp_path.iterdir()), tmp_path / "out")
     messages = " ".join(str(w.message) for w in caught)
-    for name in ("utf8.txt", "binary.txt", "empty.txt", "long.txt", "cols.tsv", "j.jsonl",
-                 "cut.txt.gz"):
+    for name in ("utf8.txt", "binary.txt", "empty.txt", "long.txt", "j.jsonl", "cut.txt.gz"):
         assert name in messages
     assert stats["dropped"].pop("duplicate") > 100  # the truncated file's repeated line
     assert stats["dropped"] == {"invalid_utf8": 1, "binary_file": 1, "empty_file": 1,
-                                "too_long": 1, "missing_column": 1, "bad_json": 1,
+                                "too_long": 1, "bad_json": 1,
                                 "missing_field": 3, "corrupt_file": 1, "empty": 3,
                                 "too_few_hanzi": 2}
     texts = [r["text"] for split in rows(tmp_path / "out").values() for r in split]
     assert {"好的句子在这里。", "再来一句。", "正常的一行。", "短行也行。", "截断的压缩文件。",
             "长行之后。"} == set(texts)
     by_path = {Path(s["path"]).name: s for s in stats["inputs"]}
-    assert by_path["long.txt"]["lines_read"] == 2 and by_path["utf8.txt"]["lines_kept"] == 2
+    assert by_path["long.txt"]["lines_read"] == 2 and by_path["utf8.txt"]["sentences_kept"] == 2
 
 
 def test_output_is_byte_identical_across_runs_and_worker_counts(tmp_path, monkeypatch):
@@ -184,7 +190,7 @@ def test_output_is_byte_identical_across_runs_and_worker_counts(tmp_path, monkey
             assert a[name] == b[name], name
     stats_a, stats_b = (json.loads(x["stats.json"]) for x in (a, b))
     assert stats_a.pop("run")["num_workers"] == 1 and stats_b.pop("run")["num_workers"] == 2
-    assert stats_a == stats_b and first["lines"]["valid"] > 0 and first["lines"]["test"] > 0
+    assert stats_a == stats_b and first["sentences"]["valid"] > 0 and first["sentences"]["test"] > 0
     run([tmp_path / "in.txt.gz"], tmp_path / "a", valid_fraction=0.1, test_fraction=0.1)
     assert all_files(tmp_path / "a").keys() == a.keys()  # a re-run replaces the old output
 
@@ -236,7 +242,7 @@ def test_length_and_hanzi_filters(tmp_path):
     stats = run([corpus], tmp_path / "out", max_chars=12, min_hanzi=2)
     assert [r["text"] for r in rows(tmp_path / "out")["train"]] == [
         "一二三四五六七八九十，", "甲乙丙丁戊己庚辛壬癸，", "子丑寅卯辰巳午未申酉。"]
-    assert stats["dropped"]["too_few_hanzi"] == 2 and stats["pieces"] == 5
+    assert stats["dropped"]["too_few_hanzi"] == 2 and stats["sentences"]["found"] == 5
 
 
 @pytest.fixture
@@ -293,16 +299,16 @@ def test_a_failing_run_leaves_no_partial_output(tmp_path, monkeypatch):
     assert all_files(tmp_path / "out") == before  # the earlier output is untouched
 
 
-def test_empty_input_still_writes_three_empty_splits(tmp_path, capsys):
+def test_input_with_nothing_to_keep_is_an_error_that_writes_nothing(tmp_path, capsys):
     (tmp_path / "e.txt").write_text("\n", encoding="utf-8")
-    stats = run([tmp_path / "e.txt"], tmp_path / "out", progress=True)
+    with pytest.raises(DataError, match=r"no sentence to keep .*1 line\(s\) read; dropped: "
+                                        r"empty=1\): nothing was written"):
+        run([tmp_path / "e.txt"], tmp_path / "out", progress=True)
     assert capsys.readouterr().out == ""  # the progress bar goes to stderr
-    info = json.loads((tmp_path / "out" / DATASET_FILE).read_text(encoding="utf-8"))
-    assert info["splits"] == {s: {"lines": 0, "chars": 0} for s in ("train", "valid", "test")}
-    assert [p.stat().st_size for p in sorted((tmp_path / "out" / "valid").iterdir())] == [0, 8, 0]
-    with pytest.raises(TrainingError, match="the train split is empty"):
-        load_prepared(tmp_path / "out")  # nothing to train on
-    assert stats["lines"]["kept"] == 0 and stats["dropped"] == {"empty": 1}
+    assert all_files(tmp_path / "out") == {}
+    (tmp_path / "none.txt").write_bytes(b"")
+    with pytest.raises(DataError, match="0 line"):
+        run([tmp_path / "none.txt"], tmp_path / "out")
 
 
 def test_byte_order_marks_are_dropped_in_every_format(tmp_path):
@@ -353,3 +359,77 @@ def test_reading_stays_a_bounded_window_ahead_of_writing(tmp_path, monkeypatch):
     monkeypatch.setattr(data._Collector, "add", recording_add)
     run([tmp_path / "c.txt"], tmp_path / "out")
     assert len(read) == 50 and max(lead) <= 3  # never the whole corpus in flight
+
+
+# ---- faults: missing fields, unreadable input, a bad --out, long lines --------------------------
+def test_a_source_without_the_text_column_or_field_is_an_error_naming_what_it_has(tmp_path,
+                                                                                  offline):
+    (tmp_path / "a.tsv").write_text("label\tsentence\n1\t没有文本列。\n", encoding="utf-8")
+    (tmp_path / "b.csv").write_text("id,body\n1,没有文本列。\n", encoding="utf-8")
+    (tmp_path / "c.jsonl").write_text('{"body": "字段不对。", "id": 1}\n[1]\n', encoding="utf-8")
+    hub = tmp_path / "hub" / "data"
+    hub.mkdir(parents=True)
+    pq.write_table(pa.table({"content": NEWS[:2]}), hub / "train-00000-of-00001.parquet")
+    for name, message in [
+        ("a.tsv", r"a.tsv: the header has no column 'text' \(its columns: label, sentence\); "
+                  r"choose one with --text-column"),
+        ("b.csv", r"no column 'text' \(its columns: id, body\)"),
+        ("c.jsonl", r"c.jsonl: no record has the field 'text' \(its fields: body, id\); "
+                    r"choose one with --text-field"),
+        ("hub", r"no record has the field 'text' \(its fields: content\)"),
+    ]:
+        with pytest.raises(DataError, match=message):
+            run([tmp_path / name], tmp_path / "out")
+        assert all_files(tmp_path / "out") == {}
+    assert run([tmp_path / "a.tsv"], tmp_path / "out", text_column="sentence")["sentences"][
+        "kept"] == 1
+
+
+def test_unreadable_files_and_folders_are_skipped_counted_and_warned_about(tmp_path,
+                                                                           monkeypatch):
+    # Permissions do not stop root, so the failures are injected where the OS would raise them.
+    folder = tmp_path / "corpus"
+    (folder / "closed").mkdir(parents=True)
+    (folder / "a.txt").write_text("第一个文件的句子。\n", encoding="utf-8")
+    (folder / "b.txt").write_text("不能读的文件。\n", encoding="utf-8")
+    (folder / "closed" / "c.txt").write_text("关着的文件夹。\n", encoding="utf-8")
+    real_open, real_scandir = open, os.scandir
+
+    def refusing(real, name):
+        def call(path=".", *args, **kwargs):
+            if isinstance(path, (str, Path)) and Path(path).name == name:
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real(path, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(data, "open", refusing(real_open, "b.txt"), raising=False)
+    monkeypatch.setattr(os, "scandir", refusing(real_scandir, "closed"))
+    with pytest.warns(UserWarning) as caught:
+        stats = run([folder], tmp_path / "out")
+    messages = [str(w.message) for w in caught]
+    assert any("b.txt" in m and "unreadable=1" in m for m in messages)
+    assert any("closed" in m and "unreadable=1" in m for m in messages)
+    assert stats["dropped"] == {"unreadable": 2}
+    assert [r["text"] for r in rows(tmp_path / "out")["train"]] == ["第一个文件的句子。"]
+
+
+def test_out_naming_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "a.txt").write_text("第一个文件的句子。\n", encoding="utf-8")
+    (tmp_path / "taken").write_text("a file\n", encoding="utf-8")
+    with pytest.raises(OutputError, match="taken is a file, not a folder"):
+        run([tmp_path / "a.txt"], tmp_path / "taken")
+    assert (tmp_path / "taken").read_text(encoding="utf-8") == "a file\n"
+
+
+def test_a_line_of_many_megabytes_is_skipped_without_being_held_whole(tmp_path):
+    (tmp_path / "long.txt").write_bytes(b"x" * (24 << 20) + "\n后面的句子。\n".encode())
+    stat = {"lines_read": 0, "bytes_read": 0, "skipped": Counter()}
+    source = data._Source("long.txt", "txt", path=tmp_path / "long.txt")
+    tracemalloc.start()
+    try:
+        lines = list(data._raw_lines(source, stat))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert lines == ["后面的句子。\n"] and stat["skipped"] == {"too_long": 1}
+    assert peak < 8 * data.MAX_LINE_BYTES  # a few pieces of the line, never its 24 MB

@@ -214,7 +214,8 @@ def data_prepare(
                     max_chars=max_chars, valid_fraction=valid_fraction,
                     test_fraction=test_fraction, seed=seed, num_shards=num_shards,
                     shard_index=shard_index, num_workers=workers)
-    print_json({k: stats[k] for k in ("lines", "chars", "vocab_size", "dropped") if k in stats})
+    print_json({k: stats[k] for k in ("lines", "sentences", "chars", "vocab_size", "dropped")
+                if k in stats})
 
 
 # ---- eval (pinzi.evaluate) ----------------------------------------------------------------------

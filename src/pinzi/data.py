@@ -37,14 +37,13 @@ from rich.console import Console
 from pinzi.corpus import CHARS_FILE, SPLITS, CorpusWriter, Rows
 from pinzi.errors import DataError
 from pinzi.hub import looks_local
-from pinzi.io import BOM, format_of
+from pinzi.io import BOM, MAX_LINE_BYTES, exclusive, format_of
 from pinzi.lexicon import Lexicon
 from pinzi.pinyin import annotate
 from pinzi.text import HAN, normalise
 
 FORMATS = ("txt", "jsonl", "tsv", "csv")  # each may also end in .gz
 CHUNK_LINES, CHUNK_CHARS = 2000, 2_000_000  # the unit of work sent to a worker
-MAX_LINE_BYTES = 1 << 20  # longer raw lines are skipped without being read into memory whole
 _SPLIT_NAMES = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid",
                 "dev": "valid", "test": "test"}
 
@@ -168,7 +167,11 @@ def _resolve(inputs: Sequence[str], hf_split: str | None) -> list[_Source]:
             sources.append(_Source(name, format_of(path, FORMATS) or "txt",
                                    _split_of(path.name), path))
         elif path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file())
+            unlisted: list[OSError] = []  # folders that cannot be listed: read, they count
+            walk = os.walk(path, onerror=unlisted.append)  # as unreadable, with a warning
+            files = sorted(p for root, _, names in walk for p in map(Path(root).joinpath, names)
+                           if p.is_file())
+            sources += [_Source(e.filename, "txt", None, Path(e.filename)) for e in unlisted]
             found = [p for p in files if format_of(p, FORMATS)]
             if not found and any(p.suffix in (".parquet", ".arrow") for p in files):
                 sources.append(_hf_source(name, hf_split))  # a local Hugging Face dataset folder
@@ -191,7 +194,12 @@ def _raw_lines(src: _Source, stat: dict) -> Iterator[str]:
     """Decoded lines of a local file, without a byte-order mark; bad lines and files are
     counted in ``stat`` and skipped."""
     skipped = stat["skipped"]
-    with open(src.path, "rb") as raw:
+    try:
+        raw = open(src.path, "rb")  # noqa: SIM115 (closed by the with below)
+    except OSError:  # no permission, or a folder that cannot be listed
+        skipped["unreadable"] += 1
+        return
+    with raw:
         gzipped = raw.read(2) == b"\x1f\x8b"
         raw.seek(0)
         stream = gzip.GzipFile(fileobj=raw) if gzipped else raw
@@ -220,53 +228,67 @@ def _raw_lines(src: _Source, stat: dict) -> Iterator[str]:
 
 def _records(src: _Source, stat: dict, text_field: str,
              text_column: str) -> Iterator[tuple[str | None, str]]:
-    """(split hint, text) pairs of one source, in order; unusable records counted."""
+    """(split hint, text) pairs of one source, in order; unusable records counted.
+
+    A record without the text field (column) is skipped; a source where none has it is a
+    mistake in the command: a :class:`DataError` that names the fields (columns) it has.
+    """
     skipped = stat["skipped"]
+    if src.fmt in ("txt", "tsv", "csv"):
+        lines = _raw_lines(src, stat)
+        if src.fmt == "txt":
+            yield from ((src.hint, line.rstrip("\r\n")) for line in lines)
+            return
+        rows = (ln.rstrip("\r\n").split("\t") for ln in lines) if src.fmt == "tsv" \
+            else csv.reader(lines)  # which keeps a newline inside quotes
+        header = [h.strip() for h in next(rows, [])]  # [] for an empty file, counted as such
+        if header and text_column not in header:
+            raise DataError(f"{src.label}: the header has no column {text_column!r} (its "
+                            f"columns: {', '.join(header)}); choose one with --text-column")
+        while header:  # TSV has no quoting (a TAB splits); CSV goes through the csv module
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except csv.Error:
+                skipped["bad_csv"] += 1
+                continue
+            if len(row) > header.index(text_column):
+                yield src.hint, row[header.index(text_column)]
+            else:
+                skipped["missing_column"] += 1
+        return
+    found, fields = False, set()
+    for split, record in _objects(src, stat):
+        value = record.get(text_field) if isinstance(record, dict) else record
+        if isinstance(value, str):
+            found = True
+            yield split, value
+            continue
+        skipped["missing_field"] += 1
+        if not found and isinstance(record, dict):
+            fields.update(map(str, record))
+    if fields and not found:
+        raise DataError(f"{src.label}: no record has the field {text_field!r} (its fields: "
+                        f"{', '.join(sorted(fields)[:20])}); choose one with --text-field")
+
+
+def _objects(src: _Source, stat: dict) -> Iterator[tuple[str | None, object]]:
+    """(split hint, record) of a Hugging Face dataset or a JSONL file; bad lines counted.
+    A blank line is an empty text; a line that is a JSON string is the text itself."""
     if src.fmt == "hf":
         for split, rows in src.splits:
             for row in rows:
                 stat["lines_read"] += 1
-                value = row.get(text_field)
-                if isinstance(value, str):
-                    yield split, value
-                else:
-                    skipped["missing_field"] += 1
+                yield split, row
         return
-    lines = _raw_lines(src, stat)
-    if src.fmt == "txt":
-        yield from ((src.hint, line.rstrip("\r\n")) for line in lines)
-    elif src.fmt == "jsonl":
-        for line in lines:
-            try:
-                obj = json.loads(line) if line.strip() else {text_field: ""}
-            except ValueError:
-                skipped["bad_json"] += 1
-                continue
-            value = obj.get(text_field) if isinstance(obj, dict) else None
-            if isinstance(value, str):
-                yield src.hint, value
-            else:
-                skipped["missing_field"] += 1
-    else:  # tsv has no quoting (split on TAB); csv goes through the csv module
-        rows = (ln.rstrip("\r\n").split("\t") for ln in lines) if src.fmt == "tsv" \
-            else csv.reader(lines)
-        header = [h.strip() for h in next(rows, [])]
-        if text_column not in header:
-            skipped["missing_column"] += sum(1 for _ in rows)
-            return
-        column = header.index(text_column)
-        while True:
-            try:
-                row = next(rows)
-            except StopIteration:
-                break
-            except csv.Error:
-                skipped["bad_csv"] += 1
-                continue
-            if len(row) > column:
-                yield src.hint, row[column]
-            else:
-                skipped["missing_column"] += 1
+    for line in _raw_lines(src, stat):
+        try:
+            record = json.loads(line) if line.strip() else ""
+        except ValueError:
+            stat["skipped"]["bad_json"] += 1
+            continue
+        yield src.hint, record
 
 
 def _hf_source(name: str, hf_split: str | None) -> _Source:
@@ -304,11 +326,6 @@ def _chunks(sources: list[_Source], stats: list[dict], read_args: tuple) -> Iter
 
 
 # ---- the parent: dedup, the corpus files, vocabulary, stats ----------------------------------
-def _write_json(path: Path, obj: object) -> None:
-    path.write_text(json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n",
-                    encoding="utf-8")
-
-
 class _Collector:
     """Takes processed chunks in input order: deduplicates, writes, counts characters."""
 
@@ -335,11 +352,11 @@ class _Collector:
                 self.writer.add(split, rows.select(mask))
         stat, n_dup = self.inputs[index], int(len(keep) - keep.sum())
         stat["dropped"].update(result["dropped"] + Counter(duplicate=n_dup))
-        stat["lines_kept"] += int(keep.sum())
+        stat["sentences_kept"] += int(keep.sum())
         self.counts.update({k: result[k] for k in ("pieces", "hard_cuts", "other_shard")})
 
     def finish(self, tmp: Path) -> dict:
-        """Close the splits, write chars.tsv; the output half of the stats."""
+        """Close the splits, write chars.tsv; the stats of what was read, dropped and kept."""
         splits = self.writer.close()["splits"]
         vocab, lexicon = +self.vocab, Lexicon.default()  # +: drop chars seen only in duplicates
         rows = sorted(vocab.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -348,16 +365,27 @@ class _Collector:
             f.writelines(f"{ch}\t{n}\n" for ch, n in rows)
         outside = [(ch, n) for ch, n in rows if n and ch not in lexicon]
         is_han = re.compile(f"[{HAN}]").fullmatch
-        return {
-            **{key: {"kept": sum(s[key] for s in splits.values()),
-                     **{name: s[key] for name, s in splits.items()}} for key in ("lines", "chars")},
+        counts, dropped = dict(self.counts), Counter()
+        for stat in self.inputs:
+            del stat["bytes_read"]
+            dropped.update(stat["skipped"] + stat["dropped"])
+            stat["skipped"], stat["dropped"] = dict(+stat["skipped"]), dict(+stat["dropped"])
+        return {  # input lines are split into sentences, which are filtered and kept
+            "lines": {"read": sum(s["lines_read"] for s in self.inputs)},
+            "sentences": {"found": counts.pop("pieces", 0),
+                          "kept": sum(s["lines"] for s in splits.values()),
+                          **{name: s["lines"] for name, s in splits.items()}},
+            "chars": {"read": sum(s["chars_read"] for s in self.inputs),
+                      "kept": sum(s["chars"] for s in splits.values()),
+                      **{name: s["chars"] for name, s in splits.items()}},
+            "inputs": self.inputs, "dropped": dict(sorted(dropped.items())),
             "vocab_size": len(vocab),
             "outside_lexicon": {
                 "distinct": len(outside),
                 "distinct_hanzi": sum(1 for ch, _ in outside if is_han(ch)),
                 "top_hanzi": [[ch, n] for ch, n in outside if is_han(ch)][:50],
                 "top_other": [[ch, n] for ch, n in outside if not is_han(ch)][:50]},
-            **self.counts,
+            **counts,
         }
 
 
@@ -394,10 +422,13 @@ def prepare(inputs: Sequence[str], out: str | Path, *, text_field: str = "text",
 
     Writes to OUT: train/, valid/, test/ and dataset.json (memory-mapped arrays of code points
     and syllables, read with :func:`pinzi.corpus.load_prepared`), chars.tsv (char, count;
-    unseen lexicon chars last at count 0) and stats.json. Bad input is skipped, counted in
-    stats.json and warned about. The same inputs and seed give byte-identical files (bar
-    "run" in stats.json). Returns the stats.
-    Raises FileNotFoundError for a missing input path and DataError for an unusable input.
+    unseen lexicon chars last at count 0) and stats.json (input lines read; the sentences
+    they were split into, kept per split; what was dropped). Bad input (an unreadable file or
+    folder, a bad line) is skipped, counted in stats.json and warned about. The same inputs
+    and seed give byte-identical files (bar "run" in stats.json). Returns the stats.
+    Raises FileNotFoundError for a missing input path, DataError for an unusable input (a
+    file without the text field or column, no sentence kept at all), OutputError when OUT is
+    a file or another process writes it.
     """
     started = time.perf_counter()
     if min(valid_fraction, test_fraction) < 0 or valid_fraction + test_fraction > 1:
@@ -409,34 +440,30 @@ def prepare(inputs: Sequence[str], out: str | Path, *, text_field: str = "text",
     workers = max(1, num_workers or os.cpu_count() or 1)
     sources = _resolve(inputs, hf_split)
     inputs_stats = [{"path": s.label, "format": s.fmt, "split": s.hint, "lines_read": 0,
-                     "chars_read": 0, "bytes_read": 0, "lines_kept": 0, "skipped": Counter(),
-                     "dropped": Counter()} for s in sources]
-    out = Path(out)
-    tmp = out / ".prepare.tmp"  # finished files are moved into `out` only at the end
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        stats = _run(sources, inputs_stats, cfg, workers, tmp, progress,
-                     (text_field, text_column))
-    except BaseException:
+                     "chars_read": 0, "bytes_read": 0, "sentences_kept": 0,
+                     "skipped": Counter(), "dropped": Counter()} for s in sources]
+    with exclusive(out) as out:  # one writer: two runs would mix their files
+        tmp = out / ".prepare.tmp"  # finished files are moved into `out` only at the end
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    dropped: Counter[str] = Counter()
-    for stat in inputs_stats:
-        del stat["bytes_read"]
-        stat["skipped"], stat["dropped"] = dict(+stat["skipped"]), dict(+stat["dropped"])
-        dropped.update(stat["skipped"])
-        dropped.update(stat["dropped"])
-    stats["lines"] = {"read": sum(s["lines_read"] for s in inputs_stats), **stats["lines"]}
-    stats["chars"] = {"read": sum(s["chars_read"] for s in inputs_stats), **stats["chars"]}
-    stats.update(
-        config={**asdict(cfg), "text_field": text_field, "text_column": text_column,
-                "hf_split": hf_split},
-        seed=seed, shard={"num_shards": num_shards, "shard_index": shard_index},
-        inputs=inputs_stats, dropped=dict(sorted(dropped.items())),
-        run={"elapsed_seconds": round(time.perf_counter() - started, 2),
-             "num_workers": workers})  # "run" is the only part that differs between runs
-    _write_json(tmp / "stats.json", stats)
-    _publish(tmp, out)
+        try:
+            stats = _run(sources, inputs_stats, cfg, workers, tmp, progress,
+                         (text_field, text_column))
+            if not stats["sentences"]["kept"]:
+                why = ", ".join(f"{k}={v}" for k, v in stats["dropped"].items()) or "none"
+                raise DataError(f"no sentence to keep in the input ({stats['lines']['read']} "
+                                f"line(s) read; dropped: {why}): nothing was written")
+            stats.update(
+                config={**asdict(cfg), "text_field": text_field, "text_column": text_column,
+                        "hf_split": hf_split},
+                seed=seed, shard={"num_shards": num_shards, "shard_index": shard_index},
+                run={"elapsed_seconds": round(time.perf_counter() - started, 2),
+                     "num_workers": workers})  # "run" is the only part that differs by run
+            (tmp / "stats.json").write_text(json.dumps(
+                stats, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _publish(tmp, out)
     return stats
 
 

@@ -31,3 +31,8 @@ class TrainingError(PinziError):
 
 class InputTooLong(PinziError):
     """A line longer than the converter accepts."""
+
+
+class OutputError(PinziError):
+    """An output folder pinzi cannot write: a file in its place, another process writing it,
+    or a finished run that would be lost."""

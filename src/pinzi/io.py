@@ -10,23 +10,32 @@ One place for the rules that every reader shares:
   ``shared/data``), or CSV with the csv module's quoting, and has a header line naming its
   columns. Its problems are :class:`~pinzi.errors.DataError` that name the file and line;
 * a file or folder pinzi writes appears whole or not at all: it is written beside its place
-  under a temporary name, then renamed over it (:func:`write_atomic`, :func:`write_dir_atomic`).
+  under a temporary name, then renamed over it (:func:`write_atomic`, :func:`write_dir_atomic`),
+  with the modes the umask gives; a failed write (a full disk) leaves no temporary behind;
+* one process at a time writes an output folder (:func:`exclusive`);
+* no line is read into memory whole past :data:`MAX_LINE_BYTES`.
 """
 
 from __future__ import annotations
 
 import csv
+import ctypes
 import gzip
 import os
+import re
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pinzi.errors import DataError
+from filelock import FileLock, Timeout
+
+from pinzi.errors import DataError, OutputError
 
 BOM = "\ufeff"
+MAX_LINE_BYTES = 1 << 20  # a longer line is never read into memory whole
 TABLE_FORMATS = ("tsv", "csv")
 
 
@@ -61,7 +70,11 @@ def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
-            for number, raw in enumerate(f, 1):
+            # A bounded readline: never more than MAX_LINE_BYTES of one line in memory.
+            for number, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
+                if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                    raise DataError(f"{path} line {number}: longer than {MAX_LINE_BYTES:,} "
+                                    "bytes (is it a text file?)")
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as err:
@@ -160,25 +173,102 @@ def read_labelled(path: str | Path, label_column: str | None = "label",
     return data
 
 
-# ---- atomic writes ------------------------------------------------------------------------------
+# ---- atomic writes and the output lock ---------------------------------------------------------
 def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``data`` to ``path`` whole or not at all, with the mode the umask gives a new file.
+
+    The temporary file beside it has a unique name (two writers never share it) and is removed
+    when the write fails, so a full disk leaves nothing behind.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with open(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes it 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_dir_atomic(target: Path, fill: Callable[[Path], None]) -> None:
-    """Fill a fresh temporary folder, then swap it in place of ``target`` with renames."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    fill(tmp)
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+    """Fill a fresh temporary folder, then swap it in place of ``target``.
+
+    The files get the modes the umask gives (some writers, safetensors among them, make
+    0600 files); the temporary folder is removed when ``fill`` fails. Where the system can
+    (Linux), the old and new folders are exchanged in one step, so ``target`` never goes
+    missing for a reader.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        fill(tmp)
+        _give_umask_modes(tmp)
+        if not (target.exists() and _exchange(tmp, target)):
+            old = tmp.with_name(tmp.name + ".old")
+            if target.exists():
+                os.replace(target, old)
+            os.replace(tmp, target)
+            tmp = old
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    try:  # Linux says it without changing it
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(r"^Umask:\s*([0-7]+)", status, re.M).group(1), 8)
+    except (OSError, AttributeError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+def _give_umask_modes(folder: Path) -> None:
+    mask = _umask()
+    folder.chmod(0o777 & ~mask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux renameat2); False where that is not possible."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_cwd, rename_exchange = -100, 2
+    return renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), rename_exchange) == 0
+
+
+LOCK_FILE = ".pinzi.lock"
+
+
+@contextmanager
+def exclusive(folder: str | Path) -> Iterator[Path]:
+    """Create ``folder`` if needed and hold its lock while writing it.
+
+    A second pinzi process that wants the same folder fails at once with
+    :class:`~pinzi.errors.OutputError` instead of mixing its files with this one's. The lock
+    is the kernel's (``filelock``): it ends with the process, however that ends. Re-entrant
+    within one process.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder} is a file, not a folder: choose another output folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder / LOCK_FILE, timeout=0, is_singleton=True)
+    try:
+        lock.acquire()
+    except Timeout:
+        holder = (folder / LOCK_FILE).read_text().strip()
+        by = f" (process {holder})" if holder.isdigit() else ""
+        raise OutputError(f"{folder} is being written by another pinzi process{by}: wait for it "
+                          "to end, or choose another output folder") from None
+    try:
+        if lock.lock_counter == 1:
+            (folder / LOCK_FILE).write_text(str(os.getpid()))
+        yield folder
+    finally:
+        lock.release()
