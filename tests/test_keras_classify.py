@@ -126,6 +126,8 @@ def test_the_saved_folder_loads_in_text_classifier_with_the_same_answers(fitted,
     np.testing.assert_allclose(classifier.predict_proba(texts), keras_probs, atol=1e-5)
     expected = [label for label, _ in DEV]
     assert model.predict_labels(texts) == expected
+    assert model.predict_labels([" ", "菜非常好"]) == ["", "pos"]  # blank: no label, as pinzi's
+    assert model.predict_labels([]) == []
     assert [p.label for p in classifier.predict(texts)] == expected
     assert classifier.evaluate(read_labelled(files["dev"]))["accuracy"] == 1.0
 
@@ -214,7 +216,14 @@ def test_cli_keras_errors_are_one_line(files, tiny_base, tmp_path):
                                  "--train", str(files["train"]), "--dev", str(files["dev"]),
                                  "--out", str(tmp_path / "out"), "--label-column", "stars"])
     assert result.exit_code == 2 and "no column 'stars'" in result.stderr
-    assert not (tmp_path / "out").exists()
+    test = write_tsv(tmp_path / "test.tsv", [("pos", "好"), ("wow", "棒")])
+    result = runner.invoke(app, ["classify", "keras", "--base", str(tiny_base),
+                                 "--train", str(files["train"]), "--dev", str(files["dev"]),
+                                 "--test", str(test), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "test.tsv line 3: label 'wow' never occurs in the training data" in " ".join(
+        result.stderr.split())
+    assert not (tmp_path / "out").exists()  # refused before any training
 
 
 # ---- batches ------------------------------------------------------------------------------------
@@ -262,6 +271,8 @@ def test_bad_input_gives_pinzi_errors(fitted, files, tiny_base, tmp_path):
     (busy / "notes.txt").write_text("mine")
     with pytest.raises(DataError, match="no classifier folder"):
         model.save_classifier(busy)
+    with pytest.raises(DataError, match="no classifier folder"):
+        model.save_classifier(busy / "notes.txt")
     assert (busy / "notes.txt").read_text() == "mine"
 
 

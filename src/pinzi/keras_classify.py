@@ -142,17 +142,27 @@ class KerasClassifier(keras.Model):
                            batch_size=batch_size, shuffle=shuffle, seed=seed)
 
     def predict_labels(self, texts: Sequence[str], batch_size: int = 32) -> list[str]:
-        """The most probable label of each text, in order."""
-        probs = self.predict(self.batches(texts, batch_size=batch_size), verbose=0)
-        return [self.labels[i] for i in np.asarray(probs).argmax(axis=1)]
+        """The most probable label of each text, in order; "" for a blank text, as
+        :meth:`pinzi.classifier.TextClassifier.predict` answers."""
+        texts = list(texts)
+        labels = [""] * len(texts)
+        keep = [i for i, text in enumerate(texts) if not self.text.is_blank(text)]
+        if keep:
+            probs = self.predict(self.batches([texts[i] for i in keep], batch_size=batch_size),
+                                 verbose=0)
+            for i, best in zip(keep, np.asarray(probs).argmax(axis=1), strict=True):
+                labels[i] = self.labels[best]
+        return labels
 
     def save_classifier(self, directory: str | Path) -> Path:
         """Write (atomically) the classifier folder that ``pinzi classify predict`` /
         ``eval``, ``pinzi serve --classifier`` and :func:`load_classifier` load: the torch
         model (safetensors, config.json), its tokenizer and ``classify.json``."""
         target = Path(directory)
-        if target.is_dir() and any(target.iterdir()) and not (target / INFO_FILE).is_file():
-            raise DataError(f"{target} holds files and is no classifier folder; the classifier "
+        replaceable = not target.exists() or (target.is_dir() and (
+            not any(target.iterdir()) or (target / INFO_FILE).is_file()))
+        if not replaceable:
+            raise DataError(f"{target} exists and is no classifier folder; the classifier "
                             "replaces the whole folder, so give a new or empty one")
         info = {**json.loads(self.info_json), "labels": list(self.labels),
                 "max_length": self.text.max_length, "trainer": "keras"}
@@ -234,9 +244,8 @@ def train_keras_classifier(base: str | Path, train_file: str | Path, dev_file: s
     Keras history and the reports under ``dev`` (and ``test``).
     """
     warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if value < 1:
-            raise SettingsError(f"{name} must be at least 1, not {value}")
+    if epochs < 1:
+        raise SettingsError(f"epochs must be at least 1, not {epochs}")
     splits = {"train": read_labelled(train_file, label_column, text_column),
               "dev": read_labelled(dev_file, label_column, text_column)}
     if test_file is not None:
@@ -244,9 +253,12 @@ def train_keras_classifier(base: str | Path, train_file: str | Path, dev_file: s
     for data in splits.values():
         if data.skipped_message():
             warn(data.skipped_message())
+    names = label_order(splits["train"].labels)
+    for data in splits.values():  # a test label unseen in training: said before training
+        label_indices(data, names, known_from=f"the training data {train_file}")
 
     keras.utils.set_random_seed(seed)
-    model = build_classifier(base, splits["train"].labels, max_length=max_length, seed=seed,
+    model = build_classifier(base, names, max_length=max_length, seed=seed,
                              info={"label_column": label_column, "text_column": text_column})
     train, dev = (model.batches(splits["train"], batch_size=batch_size, shuffle=True, seed=seed),
                   model.batches(splits["dev"], batch_size=batch_size))
