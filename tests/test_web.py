@@ -11,6 +11,7 @@ import shutil
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -23,31 +24,42 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model, lora_run):
-    """`pinzi serve` in a thread on a free loopback port: the real uvicorn, the tiny model and
-    a LoRA adapter of it named "domain"."""
+@contextmanager
+def serving(app):
+    """``app`` as `pinzi serve` runs it, in a thread on a free loopback port: its URL."""
     import uvicorn
 
-    from pinzi.converter import Converter
-    from pinzi.serve import create_app
+    from pinzi.serve import GuardedHttp
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(Converter.from_pretrained(tiny_model, backend="torch"),
-                     adapters={"domain": Converter.from_pretrained(tiny_model,
-                                                                   adapter=lora_run[0])})
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=GuardedHttp,
+                                           log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started and thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, lora_run):
+    """The tiny model and a LoRA adapter of it named "domain"."""
+    from pinzi.converter import Converter
+    from pinzi.serve import create_app
+
+    app = create_app(Converter.from_pretrained(tiny_model, backend="torch"),
+                     adapters={"domain": Converter.from_pretrained(tiny_model,
+                                                                   adapter=lora_run[0])})
+    with serving(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +110,18 @@ def test_a_loaded_adapter_can_be_chosen(page):
     page.locator("#pinyin").press_sequentially("nihao", delay=30)
     expect(page.locator("#candidates li").first).to_be_visible()
     assert json.loads(requests[-1].post_data)["adapter"] == "domain"
+
+
+@pytest.mark.slow
+def test_no_adapter_menu_without_adapters(page, tiny_model):
+    from pinzi.converter import Converter
+    from pinzi.serve import create_app
+
+    with serving(create_app(Converter.from_pretrained(tiny_model, backend="torch"))) as url:
+        page.goto(url)
+        page.wait_for_load_state("networkidle")  # the page has asked /healthz for adapters
+        sync_api.expect(page.locator("#adapter-choice")).to_be_hidden()
+        assert page.locator("#punct").is_visible()  # the options row itself is shown
 
 
 @pytest.mark.slow
