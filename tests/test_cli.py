@@ -16,7 +16,7 @@ runner = CliRunner()
 
 COMMANDS = {(): {"convert", "data", "pretrain", "eval", "serve", "export", "finetune", "merge",
                   "classify"},
-            ("data",): {"prepare"}, ("classify",): {"train", "eval", "predict"}}
+            ("data",): {"prepare"}, ("classify",): {"train", "keras", "eval", "predict"}}
 
 
 def _listed(output: str) -> set[str]:
