@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Sets pinzi up in ./.venv: a virtual environment, PyTorch, pinzi itself and its test tools.
+# Sets pinzi up in ./.venv for development: a virtual environment, PyTorch, pinzi itself with
+# every extra (training, serving, export, keras, benchmarks) and its test tools. (A user who only
+# converts needs none of it: `pip install .` is the lean install, without PyTorch.)
 # Idempotent: run it again to update. Environment:
 #   PYTHON=python3.11        the interpreter to use (3.10 or newer)
 #   PINZI_TORCH_INDEX=URL    a pip index to take PyTorch from (e.g. PyTorch's CPU wheel index
@@ -29,6 +31,6 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
   .venv/bin/python -m pip install -q "torch==$TORCH_VERSION" \
     ${PINZI_TORCH_INDEX:+--index-url "$PINZI_TORCH_INDEX"}
 fi
-echo "setup: installing pinzi and its test tools"
+echo "setup: installing pinzi with every extra and its test tools"
 .venv/bin/python -m pip install -q -e ".[dev]"
 .venv/bin/pinzi --version
