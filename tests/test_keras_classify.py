@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -224,6 +225,16 @@ def test_cli_keras_errors_are_one_line(files, tiny_base, tmp_path):
     assert "test.tsv line 3: label 'wow' never occurs in the training data" in " ".join(
         result.stderr.split())
     assert not (tmp_path / "out").exists()  # refused before any training
+
+
+def test_without_keras_the_command_names_its_extra(files, tiny_base, tmp_path, monkeypatch):
+    monkeypatch.delitem(sys.modules, "pinzi.keras_classify")
+    monkeypatch.setitem(sys.modules, "keras", None)  # as if pinzi[keras] were not installed
+    result = runner.invoke(app, ["classify", "keras", "--base", str(tiny_base),
+                                 "--train", str(files["train"]), "--dev", str(files["dev"]),
+                                 "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert 'pip install "pinzi[keras]"' in result.stderr
 
 
 # ---- batches ------------------------------------------------------------------------------------
