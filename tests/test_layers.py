@@ -22,7 +22,7 @@ LAYERS = {
              "words"],
     "inference": ["backends", "decode", "converter", "evaluate", "classifier"],
     "training": ["settings", "train", "corpus", "data", "denoise", "classify_task"],
-    "recipes": ["pretrain", "finetune", "classify"],
+    "recipes": ["pretrain", "finetune", "classify", "keras_classify"],
     "surface": ["console", "cli", "cli_train", "serve", "export", "__init__", "__main__"],
 }
 RANK = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}
