@@ -34,7 +34,7 @@ from typer.testing import CliRunner
 
 from pinzi.cli import app as cli
 from pinzi.converter import Converter
-from pinzi.errors import ModelLoadError, SettingsError
+from pinzi.errors import ModelLoadError, PinziError, SettingsError
 from pinzi.export import export_onnx
 from pinzi.model import PinziConfig, PinziForPinyin
 from pinzi.serve import (
@@ -395,6 +395,27 @@ def test_serve_adapter_option_is_checked(given, tiny_model):
         args += ["--adapter", each]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and "NAME=DIR" in result.stderr
+
+
+def test_serve_command_refuses_a_non_ascii_api_key(tiny_model, monkeypatch):
+    monkeypatch.setenv("PINZI_API_KEY", "clé")
+    result = CliRunner().invoke(cli, ["serve", "--model", str(tiny_model)])
+    assert result.exit_code == 2 and "printable ASCII" in result.stderr
+
+
+def test_serve_makes_room_for_its_connections(monkeypatch):
+    import resource
+
+    from pinzi.cli import _reserve_files
+
+    raised = []
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 4096))
+    monkeypatch.setattr(resource, "setrlimit", lambda _, limits: raised.append(limits))
+    _reserve_files(800)  # fits already
+    _reserve_files(2000)
+    assert raised == [(2128, 4096)]
+    with pytest.raises(PinziError, match="--max-connections 5000 needs 5128 open files"):
+        _reserve_files(5000)
 
 
 def test_serve_command_refuses_a_broken_model_before_starting_workers(tmp_path):
