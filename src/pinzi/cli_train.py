@@ -71,6 +71,9 @@ def pretrain(
     max_minutes: MaxMinutes = None,
     seed: Seed = None,
     resume: Resume = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace the run already in OUT (without it, OUT must not hold "
+                            "one, or --resume continues it).")] = False,
 ) -> None:
     """Pretrain a converter with the pinyin-denoising objective, from scratch or from --base.
 
@@ -83,7 +86,8 @@ def pretrain(
     layers = settings_layers(config, set_, model__preset=preset, model__arch=arch,
                              train__max_steps=max_steps, train__max_minutes=max_minutes,
                              train__seed=seed)
-    print_json(run_pretrain(data, out, base=base, settings=layers, resume=resume))
+    print_json(run_pretrain(data, out, base=base, settings=layers, resume=resume,
+                            overwrite=overwrite))
 
 
 def finetune(

@@ -28,18 +28,21 @@ from pinzi.model import ModelSettings, PinziForPinyin, load_pretrained
 from pinzi.ngram import CharNgram
 from pinzi.settings import Layers, layers, record, resolve
 from pinzi.tokenizer import VOCAB_FILE, PinziTokenizer
-from pinzi.train import TrainConfig, train
+from pinzi.train import TrainConfig, run_folder, train
 
 SECTIONS = {"train": TrainConfig, "noise": NoiseConfig, "model": ModelSettings}
 
 
 def pretrain(data_dir: str | Path, out_dir: str | Path, *, base: str | Path | None = None,
              settings: Layers = None,
-             resume: bool = False, progress: bool = True, on_step=None) -> dict[str, Any]:
+             resume: bool = False, overwrite: bool = False, progress: bool = True,
+             on_step=None) -> dict[str, Any]:
     """Pretrain a converter from scratch (``base=None``) or continue training ``base``.
 
     ``settings``: one dict, or a list of them layered in order, of the ``train``, ``noise`` and
-    ``model`` sections (see :mod:`pinzi.settings`). Returns the training summary.
+    ``model`` sections (see :mod:`pinzi.settings`). Returns the training summary. A folder
+    that holds an earlier run is refused unless ``resume`` continues it or ``overwrite``
+    replaces it (:func:`pinzi.train.run_folder`).
     """
     config = resolve(SECTIONS, *layers(settings))
     cfg, noise = config["train"], config["noise"]
@@ -64,18 +67,19 @@ def pretrain(data_dir: str | Path, out_dir: str | Path, *, base: str | Path | No
         torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights
         model = PinziForPinyin(config["model"].config(tokenizer))
         decoding = DecodingConfig()
-    record(out, config)
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    tokenizer.save(out / "checkpoints")
-    noise = dataclasses.replace(
-        noise, max_length=min(noise.max_length, model.config.max_position_embeddings))
+    with run_folder(out, resume=resume, overwrite=overwrite):
+        record(out, config)
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        tokenizer.save(out / "checkpoints")
+        noise = dataclasses.replace(
+            noise, max_length=min(noise.max_length, model.config.max_position_embeddings))
 
-    # The task: the text with pinyin noise, and the n-gram model counted from the same text.
-    train_corpus = splits["train"].tokenized(tokenizer)
-    ngram = CharNgram.build(train_corpus.chars, train_corpus.offsets, tokenizer.char_offset,
-                            tokenizer.n_chars)
-    task = PinyinDenoisingTask(train_corpus, splits["valid"].tokenized(tokenizer), tokenizer,
-                               TokenTables(tokenizer, lexicon), noise,
-                               batch_tokens=cfg.batch_tokens, seed=cfg.seed, ngram=ngram,
-                               decoding=decoding)
-    return train(model, task, cfg, out, resume=resume, progress=progress, on_step=on_step)
+        # The task: the text with pinyin noise, and the n-gram model counted from the same text.
+        train_corpus = splits["train"].tokenized(tokenizer)
+        ngram = CharNgram.build(train_corpus.chars, train_corpus.offsets, tokenizer.char_offset,
+                                tokenizer.n_chars)
+        task = PinyinDenoisingTask(train_corpus, splits["valid"].tokenized(tokenizer), tokenizer,
+                                   TokenTables(tokenizer, lexicon), noise,
+                                   batch_tokens=cfg.batch_tokens, seed=cfg.seed, ngram=ngram,
+                                   decoding=decoding)
+        return train(model, task, cfg, out, resume=resume, progress=progress, on_step=on_step)

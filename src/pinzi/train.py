@@ -14,17 +14,27 @@ Run folder layout::
     OUT/history.jsonl         one JSON row per log or eval
     OUT/tensorboard/          TensorBoard event files
     OUT/curves.png            loss and metric curves, drawn at the end
+
+One process writes a run folder at a time (:func:`pinzi.io.exclusive`); a full disk, a damaged
+checkpoint or an interruption ends a run with a message that says what was kept.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
+import io
 import json
 import math
+import os
+import pickle
+import re
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -41,11 +51,12 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load, save
 from torch import nn
 
-from pinzi.errors import TrainingError
-from pinzi.io import write_atomic, write_dir_atomic
+from pinzi.errors import OutputError, TrainingError
+from pinzi.io import exclusive, write_atomic, write_dir_atomic
 from pinzi.plots import plot_history
 
 
@@ -125,6 +136,9 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+_STEP_NAME = re.compile(r"step-\d{8}")
+
+
 class Checkpoints:
     """``checkpoints/step-N/`` folders plus a ``latest`` pointer that is replaced atomically,
     so a crash while writing step N leaves step N-1 as the checkpoint to resume from."""
@@ -133,48 +147,156 @@ class Checkpoints:
         self.root, self.keep = root, max(1, keep)
 
     def latest(self) -> Path | None:
+        """The folder ``latest`` names, else the newest ``step-N`` folder (the pointer may be
+        lost, or name a folder gone). The pointer holds a bare ``step-N`` name, so whatever it
+        says, the checkpoint is one of this run's."""
         pointer = self.root / "latest"
-        if not pointer.exists():
-            return None
-        path = self.root / pointer.read_text().strip()
-        return path if (path / "state.json").exists() else None
+        name = pointer.read_text().strip() if pointer.is_file() else ""
+        if _STEP_NAME.fullmatch(name) and (self.root / name).is_dir():
+            return self.root / name
+        return self.steps()[-1] if self.steps() else None
+
+    def steps(self) -> list[Path]:
+        return sorted(p for p in self.root.glob("step-*")
+                      if _STEP_NAME.fullmatch(p.name) and p.is_dir())
 
     def save(self, step: int, fill: Callable[[Path], None]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         write_dir_atomic(self.root / f"step-{step:08d}", fill)
         write_atomic(self.root / "latest", f"step-{step:08d}\n".encode())
-        steps = sorted(p for p in self.root.glob("step-*") if p.is_dir())
-        for old in steps[: -self.keep]:
+        for old in self.steps()[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
 
 
 def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, state: TrainState) -> None:
+    # Serialised in memory, written by Python: a full disk is then an OSError (ENOSPC) like
+    # any other write, not a safetensors or torch error of its own.
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(weights, str(directory / "model.safetensors"))
+    (directory / "model.safetensors").write_bytes(save(weights))
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
+    extra = io.BytesIO()
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": rng}, directory / "optimizer.pt")
+                "rng": rng}, extra)
+    (directory / "optimizer.pt").write_bytes(extra.getvalue())
     (directory / "state.json").write_text(json.dumps(dataclasses.asdict(state)))
+
+
+# What reading a truncated, foreign or mismatched checkpoint file raises.
+_DAMAGED = (OSError, EOFError, ValueError, RuntimeError, KeyError, IndexError, TypeError,
+            AttributeError, pickle.UnpicklingError, SafetensorError)
 
 
 def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler) -> TrainState:
     try:
-        model.load_state_dict(load_file(str(directory / "model.safetensors")))
+        model.load_state_dict(load((directory / "model.safetensors").read_bytes()))
         # weights_only: tensors and plain containers only, never arbitrary pickled objects
         extra = torch.load(directory / "optimizer.pt", weights_only=True)
         state = TrainState(**json.loads((directory / "state.json").read_text()))
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
-        raise TrainingError(f"checkpoint {directory} is damaged: {err}") from err
-    optimizer.load_state_dict(extra["optimizer"])
-    scheduler.load_state_dict(extra["scheduler"])
-    torch.set_rng_state(extra["rng"]["cpu"])
-    if "cuda" in extra["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(extra["rng"]["cuda"])
+        optimizer.load_state_dict(extra["optimizer"])
+        scheduler.load_state_dict(extra["scheduler"])
+        torch.set_rng_state(extra["rng"]["cpu"])
+        if "cuda" in extra["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(extra["rng"]["cuda"])
+    except _DAMAGED as err:
+        reason = str(err).splitlines()[0] if str(err) else ""
+        raise TrainingError(f"checkpoint {directory} is damaged ({type(err).__name__}: "
+                            f"{reason}): remove it to resume from the one before, or start "
+                            "again with --overwrite") from err
     return state
+
+
+# ---- the run folder -----------------------------------------------------------------------------
+RUN_ENTRIES = ("history.jsonl", "best", "checkpoints", "tensorboard", "curves.png")
+
+
+@contextmanager
+def run_folder(out: str | Path, *, resume: bool, overwrite: bool = False) -> Iterator[Path]:
+    """Hold the run folder ``out`` for a run that starts here (a training job's whole body).
+
+    A second process is refused (:func:`pinzi.io.exclusive`). A fresh start over an earlier
+    run is refused too, unless ``overwrite``, which clears that run first (its checkpoints
+    would be mistaken for this one's); ``resume`` continues it. A full disk becomes a
+    :class:`TrainingError` that says what is kept.
+    """
+    out = Path(out)
+    with exclusive(out), _disk_full_is_clear(out):
+        earlier = (out / "history.jsonl").exists() or (out / "best").exists() \
+            or Checkpoints(out / "checkpoints", 1).latest() is not None
+        if earlier and not resume and not overwrite:
+            raise OutputError(f"{out} already holds a training run: continue it with --resume, "
+                              "replace it with --overwrite, or choose another --out")
+        if earlier and not resume:
+            _clear_run(out)
+        yield out
+
+
+def _clear_run(out: Path) -> None:
+    """Remove an earlier run: its published model (the files named as in ``best``) and
+    the run's own entries. Anything else in the folder stays."""
+    best = out / "best"
+    for item in best.iterdir() if best.is_dir() else ():
+        (out / item.name).unlink(missing_ok=True)
+    for name in RUN_ENTRIES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+@contextmanager
+def _disk_full_is_clear(out: Path) -> Iterator[None]:
+    try:
+        yield
+    except (OSError, SafetensorError) as err:  # safetensors (Rust) says the OS error in words
+        full = (errno.ENOSPC, errno.EDQUOT)
+        if getattr(err, "errno", None) not in full \
+                and not any(os.strerror(code) in str(err) for code in full):
+            raise
+        latest = Checkpoints(out / "checkpoints", 1).latest()
+        kept = (f"the last good checkpoint ({latest}) is untouched: free space and run again "
+                "with --resume" if latest else "no checkpoint yet: free space and run again")
+        where = getattr(err, "filename", None) or out
+        raise TrainingError(f"the disk is full (writing {where}); {kept}") from err
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop, ``kill``) ends the run as Ctrl-C does: with a message."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:  # None: a handler not set from Python
+        signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)
+
+
+@contextmanager
+def _interruption_said(out: Path, checkpoints: Checkpoints, state: TrainState,
+                       is_main: bool) -> Iterator[None]:
+    """On Ctrl-C (or SIGTERM), say where the last checkpoint and the best model are."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if is_main:
+            latest = checkpoints.latest()
+            kept = (f"the last checkpoint is {latest} (continue with --resume)" if latest
+                    else "no checkpoint was saved yet")
+            best = (f"the best model so far is in {out / 'best'}" if (out / "best").is_dir()
+                    else "no best model yet")
+            Console(stderr=True).print(f"interrupted at step {state.step}: {kept}; {best}",
+                                       highlight=False, soft_wrap=True)
+        raise
 
 
 # ---- the loop -----------------------------------------------------------------------------------
@@ -203,9 +325,14 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | Path, *
     """Train ``model`` on ``task``; returns a summary (steps, best metric, timings).
 
     ``on_step(step, loss)`` is called after every optimiser step (tests use it to interrupt).
+    Ctrl-C and SIGTERM stop it with a message on what is kept (then KeyboardInterrupt).
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with exclusive(out), _disk_full_is_clear(out), _sigterm_as_interrupt():
+        return _train(model, task, cfg, out, resume, progress, on_step)
+
+
+def _train(model, task, cfg, out, resume, progress, on_step) -> dict[str, Any]:
     accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision),
                               gradient_accumulation_steps=cfg.grad_accum)
     set_seed(cfg.seed)
@@ -231,7 +358,7 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | Path, *
     stream = _endless_batches(task, state, accelerator.process_index, accelerator.num_processes)
     started, window_tokens, window_start, stop_reason = time.time(), 0, time.time(), "max_steps"
     model.train()
-    with bar:
+    with _interruption_said(out, checkpoints, state, is_main), bar:
         bar_task = bar.add_task("training", total=cfg.max_steps, completed=state.step,
                                 loss=math.nan, speed=0.0)
         while state.step < cfg.max_steps:
@@ -305,8 +432,7 @@ def _evaluate_and_keep_best(model, task, state, accelerator, out, history_path, 
     if figures[task.metric] > state.best_metric:
         state.best_metric, state.evals_without_improvement = figures[task.metric], 0
         if accelerator.is_main_process:
-            _guard_disk(lambda: write_dir_atomic(out / "best", lambda d: task.save(unwrapped, d)),
-                        out / "best")
+            write_dir_atomic(out / "best", lambda d: task.save(unwrapped, d))
     else:
         state.evals_without_improvement += 1
     return cfg.patience > 0 and state.evals_without_improvement >= cfg.patience
@@ -314,20 +440,8 @@ def _evaluate_and_keep_best(model, task, state, accelerator, out, history_path, 
 
 def _save_checkpoint(checkpoints, state, accelerator, model, optimizer, scheduler) -> None:
     unwrapped = accelerator.unwrap_model(model)
-    _guard_disk(lambda: checkpoints.save(
-        state.step, lambda d: save_checkpoint(d, unwrapped, optimizer, scheduler, state)),
-        checkpoints.root)
-
-
-def _guard_disk(action: Callable[[], None], where: Path) -> None:
-    try:
-        action()
-    except OSError as err:
-        if err.errno == errno.ENOSPC:
-            raise TrainingError(f"the disk is full while writing {where}; the last good "
-                                "checkpoint is untouched: free space and run again with --resume"
-                                ) from err
-        raise
+    checkpoints.save(state.step,
+                     lambda d: save_checkpoint(d, unwrapped, optimizer, scheduler, state))
 
 
 def _publish_best(out: Path) -> None:
@@ -338,11 +452,23 @@ def _publish_best(out: Path) -> None:
 
 
 def _truncate_history(path: Path, step: int) -> None:
-    """After a resume, drop the rows logged after the checkpoint: they will be logged again."""
+    """After a resume, cut the rows logged after the checkpoint (they will be logged again),
+    from the first one on, or from a row torn by the interruption. The file is cut in place,
+    which needs no free space."""
     if not path.exists():
         return
-    rows = [r for r in path.read_text().splitlines() if r and json.loads(r)["step"] <= step]
-    write_atomic(path, ("\n".join(rows) + "\n" if rows else "").encode())
+    keep = 0
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                break
+            if not line.endswith(b"\n") or not isinstance(row, dict) \
+                    or not row.get("step", step + 1) <= step:
+                break
+            keep += len(line)
+    os.truncate(path, keep)
 
 
 def _log(path: Path, writer, row: dict, is_main: bool) -> None:
