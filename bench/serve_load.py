@@ -14,6 +14,12 @@ the error count, then stops the server (SIGTERM).
     .venv/bin/python bench/serve_load.py --typing-ms 150 --p99-target 100   # exit 1 if missed
     .venv/bin/python bench/serve_load.py --model runs/x/model --backend torch --clients 8
     .venv/bin/python bench/serve_load.py --in-process 2000       # the conversions alone
+    .venv/bin/python bench/serve_load.py --clients 0 --worst-case 20 --hold 2000   # hostile
+
+``--worst-case N`` adds N clients sending the costliest keystroke the limits allow, flat out;
+``--hold N`` adds N connections that send part of a request and never finish it (reopened as
+the server closes them). While they run, /healthz is probed on a fresh connection every
+100 ms, as a load balancer would: its latency and failures are what they must not spoil.
 
 Client and server share the machine's cores, so the figures are a floor; compare backends and
 settings within one machine. ``--out FILE`` also writes the figures as JSON.
@@ -31,6 +37,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
@@ -43,6 +50,12 @@ SENTENCES = [
     "晚上一起吃饭吧", "经济发展很快", "祝你生日快乐", "这本书很有意思", "火车站怎么走",
     "孩子们在操场上跑步", "我喜欢吃苹果",
 ]
+
+
+# The costliest keystroke within the server's limits: 256 letters, every fuzzy pair, k 20,
+# 256 characters of context (195 ms of conversion when it ran on the event loop).
+WORST_CASE = {"pinyin": "n" * 256, "k": 20, "fuzzy": ["all"], "context": "我" * 256}
+PARTIAL_REQUEST = b"POST /v1/candidates HTTP/1.1\r\nHost: pinzi\r\nContent-Length: 99\r\n"
 
 
 def free_port() -> int:
@@ -120,21 +133,82 @@ async def load(url: str, clients: int, seconds: float, typing_s: float = 0.0) ->
                                       latencies, errors) for seed in range(clients)))
         elapsed = time.monotonic() - started
     cpu = time.process_time() - cpu
-    latencies.sort()
-
-    def percentile(p: float) -> float:  # in ms
-        if not latencies:
-            return 0.0
-        return 1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))]
-
     return {"clients": clients, "typing_ms": round(1000 * typing_s),
             "seconds": round(elapsed, 2), "requests": len(latencies),
-            "requests_per_s": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(percentile(0.50), 1), "p90_ms": round(percentile(0.90), 1),
-            "p99_ms": round(percentile(0.99), 1), "max_ms": round(percentile(1.0), 1),
+            "requests_per_s": round(len(latencies) / elapsed, 1), **percentiles(latencies),
             "errors": len(errors), "error_kinds": sorted(set(errors)),
             # the load generator's own CPU: it shares the server's cores
             "client_cpu_ms_per_request": round(1000 * cpu / max(1, len(latencies)), 2)}
+
+
+def percentiles(latencies: list[float], prefix: str = "") -> dict:
+    """p50, p90, p99 and max of ``latencies`` (seconds) in ms, named ``{prefix}p50_ms``..."""
+    ranked = sorted(latencies) or [0.0]
+
+    def at(p: float) -> float:
+        return round(1000 * ranked[min(len(ranked) - 1, int(p * len(ranked)))], 1)
+
+    return {f"{prefix}{name}_ms": at(p)
+            for name, p in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))}
+
+
+async def hostile(url: str, seconds: float, worst_case: int, hold: int) -> dict:
+    """``worst_case`` clients of WORST_CASE keystrokes and ``hold`` connections that never
+    finish a request, while /healthz is probed; what each got."""
+    stop = time.monotonic() + seconds
+    host, port = url.removeprefix("http://").split(":")
+    answers: Counter[str] = Counter()
+    probes: list[float] = []
+
+    async def keystrokes(http: aiohttp.ClientSession) -> None:
+        while time.monotonic() < stop:
+            try:
+                async with http.post(f"{url}/v1/candidates", json=WORST_CASE) as answer:
+                    await answer.read()
+                    answers[f"worst case: HTTP {answer.status}"] += 1
+            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+                answers[f"worst case: {type(error).__name__}"] += 1
+
+    async def holder() -> None:
+        while time.monotonic() < stop:
+            try:
+                reader, writer = await asyncio.open_connection(host, int(port))
+            except OSError as error:
+                answers[f"held: {type(error).__name__}"] += 1
+                await asyncio.sleep(0.1)
+                continue
+            writer.write(PARTIAL_REQUEST)
+            try:  # what the server answers before it closes the connection
+                status = (await asyncio.wait_for(reader.read(), stop - time.monotonic()))[9:12]
+                answers[f"held: closed by the server, {status.decode() or 'no answer'}"] += 1
+            except (OSError, asyncio.TimeoutError):
+                pass
+            finally:
+                writer.close()
+
+    async def probe() -> None:
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            try:  # a fresh connection each time, as a load balancer's probe
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http, \
+                        http.get(f"{url}/healthz") as answer:
+                    await answer.read()
+                    if answer.status == 200:
+                        probes.append(time.perf_counter() - started)
+                    else:
+                        answers[f"healthz: HTTP {answer.status}"] += 1
+            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+                answers[f"healthz: {type(error).__name__}"] += 1
+            await asyncio.sleep(0.1)
+
+    connector = aiohttp.TCPConnector(limit=max(1, worst_case))
+    async with aiohttp.ClientSession(connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=60)) as http:
+        await asyncio.gather(probe(), *(keystrokes(http) for _ in range(worst_case)),
+                             *(holder() for _ in range(hold)))
+    return {"worst_case_clients": worst_case, "held_connections": hold,
+            "healthz_probes": len(probes), **percentiles(probes, "healthz_"),
+            "answers": dict(sorted(answers.items()))}
 
 
 def in_process(model: str | None, backend: str, keys: int) -> dict:
@@ -174,6 +248,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help=f"at most {MAX_SECONDS}")
     parser.add_argument("--typing-ms", type=float, default=0.0,
                         help="mean pause between a client's keystrokes (0: none)")
+    parser.add_argument("--worst-case", type=int, default=0, metavar="N",
+                        help="also N clients sending the costliest keystroke, flat out")
+    parser.add_argument("--hold", type=int, default=0, metavar="N",
+                        help="also N connections that never finish a request")
     parser.add_argument("--in-process", type=int, default=0, metavar="KEYS",
                         help="instead, time KEYS keystrokes of the same stream in this process, "
                              "without a server: the conversions' own cost")
@@ -192,12 +270,17 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = start_server(args.model, args.backend, max(1, args.workers), port)
+    async def run_all() -> dict:
+        typists = load(url, args.clients, seconds, max(0.0, args.typing_ms) / 1000)
+        if not (args.worst_case or args.hold):
+            return await typists
+        figures = await asyncio.gather(typists, hostile(url, seconds, args.worst_case, args.hold))
+        return {**figures[0], **figures[1]}
+
     try:
         health = wait_ready(url, server)
         report = {"model": args.model or "shipped", "backend": health["backend"],
-                  "workers": max(1, args.workers),
-                  **asyncio.run(load(url, max(1, args.clients), seconds,
-                                     max(0.0, args.typing_ms) / 1000))}
+                  "workers": max(1, args.workers), **asyncio.run(run_all())}
     finally:
         server.terminate()  # SIGTERM: uvicorn's graceful shutdown
         try:
@@ -209,6 +292,10 @@ def main() -> None:
           f"{report['requests_per_s']} requests/s, p50 {report['p50_ms']} ms, "
           f"p99 {report['p99_ms']} ms, errors {report['errors']}; the clients' CPU "
           f"{report['client_cpu_ms_per_request']} ms a request")
+    if "healthz_probes" in report:
+        print(f"under {args.worst_case} worst-case clients and {args.hold} held connections: "
+              f"/healthz p50 {report['healthz_p50_ms']} ms, p99 {report['healthz_p99_ms']} ms, "
+              f"max {report['healthz_max_ms']} ms; {report['answers']}")
     write_json(args.out, report)
     if args.p99_target is not None and (report["p99_ms"] > args.p99_target or report["errors"]):
         sys.exit(f"missed the target: p99 {report['p99_ms']} ms (target {args.p99_target:g}), "
