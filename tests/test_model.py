@@ -4,10 +4,14 @@ pooling, and config validation."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from pinzi.errors import ModelLoadError
 from pinzi.model import (
     PinziConfig,
     PinziForClassification,
@@ -161,8 +165,61 @@ def test_load_pretrained_returns_model_and_tokenizer_and_checks_they_match(tmp_p
         assert torch.equal(loaded(input_ids, attention_mask=mask).logits,
                            model(input_ids, attention_mask=mask).logits)
     PinziTokenizer([*CHARS, "新"]).save(tmp_path)  # one char more than the weights know
-    with pytest.raises(Exception, match="weights expect"):
+    with pytest.raises(ModelLoadError, match=r"is damaged: vocab.json has 466 tokens, 12 "
+                                             r"characters from id 5, but config.json says 465"):
         load_pretrained(PinziForPinyin, str(tmp_path))
+
+
+def _saved(tmp_path, **config_changes) -> None:
+    """A saved tiny converter whose config.json then says otherwise."""
+    pinyin_model().save_pretrained(tmp_path)
+    TOKENIZER.save(tmp_path)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **config_changes}))
+
+
+@pytest.mark.parametrize(("changes", "problem"), [
+    ({"num_layers": -3}, "num_layers must be a whole number of at least 1, not -3"),
+    ({"num_layers": 10**6}, "num_layers 1000000 is over 256"),
+    ({"num_layers": "2"}, "num_layers must be a whole number of at least 1, not '2'"),
+    ({"num_heads": 0}, "num_heads must be a whole number of at least 1, not 0"),
+    ({"hidden_size": 10**9}, "config.json describes no model that can be built"),
+    ({"intermediate_size": 10**5}, "model.safetensors does not hold the model config.json"),
+    ({"num_layers": 1}, r"12 weights differ, encoder.blocks.1.attn.out.bias is \(64,\) in the "
+                        "file and absent in the model"),
+    ({"num_layers": 3}, "encoder.blocks.2.attn.out.bias is missing in the file"),
+    ({"dropout": 1.5}, r"dropout 1.5 is not in \[0, 1\)"),
+    ({"char_offset": -1}, "char_offset must be a whole number of at least 0"),
+])
+def test_a_damaged_config_is_refused_before_any_weight_is_built(tmp_path, changes, problem):
+    _saved(tmp_path, **changes)
+    folder = re.escape(str(tmp_path))
+    with pytest.raises(ModelLoadError, match=f"model folder {folder} is damaged: .*{problem}"):
+        load_pretrained(PinziForPinyin, tmp_path)
+
+
+@pytest.mark.parametrize("weights", [b"", b"\x08\x00\x00\x00\x00\x00\x00\x00{}", "half"])
+def test_damaged_weights_are_refused(tmp_path, weights):
+    _saved(tmp_path)
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2] if weights == "half"
+                     else weights)
+    folder = re.escape(str(tmp_path))
+    with pytest.raises(ModelLoadError,
+                       match=f"model folder {folder} is damaged: model.safetensors cannot be"):
+        load_pretrained(PinziForPinyin, tmp_path)
+
+
+def test_a_classifier_is_no_converter_but_a_converter_is_a_classifiers_base(tmp_path):
+    classifier = PinziForClassification(config(num_labels=3))
+    classifier.save_pretrained(tmp_path / "classifier")
+    TOKENIZER.save(tmp_path / "classifier")
+    with pytest.raises(ModelLoadError, match="classifier is a classifier, not a converter"):
+        load_pretrained(PinziForPinyin, tmp_path / "classifier")
+    _saved(tmp_path / "converter")  # its encoder is a base; the new head may differ
+    model, _ = load_pretrained(PinziForClassification, tmp_path / "converter", num_labels=4,
+                               ignore_mismatched_sizes=True)
+    assert model.classifier.out_features == 4
 
 
 def test_lstm_attention_runs_trains_and_round_trips(tmp_path) -> None:

@@ -3,11 +3,15 @@ decoding."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from pinzi.decode import Position, beam_search
-from pinzi.ngram import CharNgram
+from pinzi.errors import ModelLoadError
+from pinzi.ngram import NGRAM_FILE, CharNgram
 
 # Token ids of a toy layout: specials 0-4, chars 5..9 (C = 5), UNK = 1 breaks a line.
 LINES = [[5, 6, 7], [5, 6, 8], [5, 6, 7, 1, 9], [9, 5, 6], [8, 6, 9]]
@@ -54,9 +58,50 @@ def test_pruning_keeps_frequent_ngrams_and_backs_off(tmp_path):
     # element by element, the same as the grid
     assert lm.score(3, 1, 4) == scores[2, 4]
     assert CharNgram.load(tmp_path / "elsewhere") is None
-    (tmp_path / "ngram.npz").write_bytes(b"not a zip")
-    with pytest.raises(Exception, match="is damaged or from an older pinzi"):
+
+
+def _tables(directory: Path) -> dict[str, np.ndarray]:
+    with np.load(directory / NGRAM_FILE) as data:
+        return dict(data)
+
+
+def _rewrite(directory: Path, **changed: np.ndarray | None) -> None:
+    tables = {**_tables(directory), **changed}
+    np.savez(directory / NGRAM_FILE, **{k: v for k, v in tables.items() if v is not None})
+
+
+DAMAGES = {
+    "truncated": lambda d: (d / NGRAM_FILE).write_bytes((d / NGRAM_FILE).read_bytes()[:200]),
+    "empty": lambda d: (d / NGRAM_FILE).write_bytes(b""),
+    "not a zip": lambda d: (d / NGRAM_FILE).write_bytes(b"not a zip"),
+    "a table missing": lambda d: _rewrite(d, context_backoff=None),
+    "two-dimensional": lambda d: _rewrite(d, unigram=np.zeros((2, 3), np.float32)),
+    "strings": lambda d: _rewrite(d, bigram_logprobs=np.array(["x"] * 3)),
+    "objects": lambda d: _rewrite(d, unigram=np.array([{}, None], dtype=object)),
+    "not finite": lambda d: _rewrite(d, unigram=np.full(5, np.nan, np.float32)),
+    "fewer values than keys": lambda d: _rewrite(d, trigram_logprobs=np.zeros(1, np.float16)),
+    "a short unigram": lambda d: _rewrite(d, unigram=np.zeros(3, np.float32)),
+    "keys out of order": lambda d: _rewrite(
+        d, bigram_keys_deltas=-np.abs(_tables(d)["bigram_keys_deltas"]) - 1),
+    "float keys": lambda d: _rewrite(
+        d, trigram_keys_deltas=_tables(d)["trigram_keys_deltas"].astype(np.float64)),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_damaged_tables_are_refused_at_load(tmp_path, damage):
+    build(min_count=1).save(tmp_path)
+    DAMAGES[damage](tmp_path)
+    folder = re.escape(str(tmp_path))
+    with pytest.raises(ModelLoadError, match=f"model folder {folder} is damaged: ngram.npz"):
         CharNgram.load(tmp_path)
+
+
+def test_tables_of_another_vocabulary_are_refused(tmp_path):
+    build(min_count=1).save(tmp_path)
+    assert CharNgram.load(tmp_path, n_chars=5) is not None
+    with pytest.raises(ModelLoadError, match="it has 5 characters, the vocabulary 7"):
+        CharNgram.load(tmp_path, n_chars=7)
 
 
 def test_lm_weight_flips_a_near_tie_towards_what_the_corpus_supports():

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from pinzi.errors import ModelLoadError
 from pinzi.lexicon import Lexicon
 from pinzi.pinyin import INITIALS, SYLLABLES, parse
 from pinzi.tokenizer import (
@@ -146,6 +147,25 @@ def test_load_of_a_missing_or_foreign_file_says_so(tmp_path) -> None:
         PinziTokenizer.load(tmp_path)
     (tmp_path / VOCAB_FILE).write_text('{"tokens": []}', encoding="utf-8")
     with pytest.raises(Exception, match="is missing or is not a pinzi vocabulary"):
+        PinziTokenizer.load(tmp_path)
+
+
+@pytest.mark.parametrize(("chars", "problem"), [
+    (5, "its chars are not a list of characters"),
+    ("中国", "its chars are not a list of characters"),
+    ([1, 2], "its chars are not a list of characters"),
+    (["中", ""], "its chars are not a list of characters"),
+    (["中", "国", "中"], "duplicate characters"),
+])
+def test_load_of_chars_of_the_wrong_type_says_the_folder_is_damaged(tok: PinziTokenizer,
+                                                                    tmp_path, chars,
+                                                                    problem) -> None:
+    tok.save(tmp_path)
+    path = tmp_path / VOCAB_FILE
+    path.write_text(json.dumps({**json.loads(path.read_text(encoding="utf-8")), "chars": chars}),
+                    encoding="utf-8")
+    with pytest.raises(ModelLoadError, match=f"model folder .* is damaged: {VOCAB_FILE}: "
+                                             f"{problem}"):
         PinziTokenizer.load(tmp_path)
 
 

@@ -44,14 +44,28 @@ def test_the_file_holds_log10_probabilities_and_readings(tmp_path):
     assert model.longest == 3
 
 
-@pytest.mark.parametrize("lines", [["北京"], ["北京\t-2.0"], ["北京\tmany\tbei'jing"],
-                                   ["北京\tnan\tbei'jing"], []])
-def test_a_damaged_file_says_so(tmp_path, lines):
+@pytest.mark.parametrize(("lines", "problem"), [
+    (["北京"], "a line without its three fields"),
+    (["北京\t-2.0"], "a line without its three fields"),
+    (["北京\tmany\tbei'jing"], "could not convert"),
+    (["北京\tnan\tbei'jing"], "not a log-probability"),
+    (["北京\t2.0\tbei'jing"], "not a log-probability"),  # a probability over 1
+    (["北京\t-2.0\tbei'jingx"], "a reading with 'jingx', which is no syllable"),
+    (["北京\t-2.0\tbei"], "a reading of more or fewer syllables than its word"),
+    ([], "at least one word")])
+def test_a_damaged_file_says_so(tmp_path, lines, problem):
     write_words(tmp_path, lines)
-    with pytest.raises(ModelLoadError, match="is damaged"):
+    with pytest.raises(ModelLoadError, match=f"is damaged: {WORDS_FILE}: .*{problem}"):
         WordModel.load(tmp_path)
-    (tmp_path / WORDS_FILE).write_bytes(b"not gzip")
-    with pytest.raises(ModelLoadError, match="is damaged"):
+
+
+@pytest.mark.parametrize("content", [b"", b"not gzip", "truncated"])
+def test_a_file_that_is_no_gzip_says_so(tmp_path, content):
+    write_words(tmp_path, [f"北京人\t-{i + 1}\tbei'jing'ren" for i in range(1000)])
+    assert WordModel.load(tmp_path) is not None
+    path = tmp_path / WORDS_FILE
+    path.write_bytes(path.read_bytes()[:100] if content == "truncated" else content)
+    with pytest.raises(ModelLoadError, match=f"model folder .* is damaged: {WORDS_FILE}"):
         WordModel.load(tmp_path)
 
 

@@ -16,6 +16,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -31,14 +32,22 @@ from transformers.utils import logging as hf_logging
 
 from pinzi.errors import ModelLoadError, SettingsError
 from pinzi.hf import PinziHFTokenizer
-from pinzi.hub import resolve_model
-from pinzi.tokenizer import PinziTokenizer
+from pinzi.hub import (
+    CONFIG_FILE,
+    check_config,
+    damaged,
+    read_config,
+    require_converter,
+    resolve_model,
+)
+from pinzi.tokenizer import VOCAB_FILE, PinziTokenizer
 
 # Loading and saving a few-MB model needs no progress bars of its own (they would also
 # break the training progress bar and the one-line-per-line output of `pinzi convert`).
 hf_logging.disable_progress_bar()
 
 ARCHS = ("transformer", "lstm-attention")
+WEIGHTS_FILE = "model.safetensors"
 
 # Named sizes. Parameter counts are for a vocabulary of ~8k characters (see `pinzi info`).
 PRESETS: dict[str, dict] = {
@@ -74,8 +83,10 @@ class PinziConfig(PretrainedConfig):
     ):
         if arch not in ARCHS:
             raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
-        if hidden_size % num_heads:
-            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+        check_config(dict(vocab_size=vocab_size, char_offset=char_offset, n_chars=n_chars,
+                          hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                          intermediate_size=intermediate_size, dropout=dropout,
+                          max_position_embeddings=max_position_embeddings))
         self.vocab_size = vocab_size
         self.char_offset = char_offset
         self.n_chars = n_chars
@@ -357,21 +368,76 @@ def load_pretrained(cls: type[PinziPreTrainedModel], name_or_path: str | Path | 
     """Load ``cls`` and its tokenizer from a folder, a Hugging Face hub id, or the shipped model
     (``None``); safetensors only.
 
-    Returns ``(model, tokenizer)``; raises :class:`ModelLoadError` with a readable reason.
+    Returns ``(model, tokenizer)``; raises :class:`ModelLoadError` with a readable reason: a
+    damaged folder (:func:`pinzi.hub.damaged`), a classifier loaded as a converter.
     """
     folder = resolve_model(name_or_path)
+    if cls is PinziForPinyin:
+        require_converter(folder, name_or_path)
     tokenizer = PinziTokenizer.load(folder)
+    config = _saved_config(folder, tokenizer)
+    _check_weights(cls, config, folder, new_heads=overrides.get("ignore_mismatched_sizes", False))
     try:
         # float32 whatever the file holds: the shipped weights are float16 to halve the size
         model = cls.from_pretrained(folder, use_safetensors=True, dtype=torch.float32,
                                     **overrides)
-    except Exception as err:  # truncated or foreign weights, bad config.json
-        raise ModelLoadError(f"the model in {folder} cannot be loaded: {err}") from err
-    if model.config.vocab_size != tokenizer.vocab_size:
-        raise ModelLoadError(f"{folder}: vocab.json has {tokenizer.vocab_size} tokens but the "
-                             f"weights expect {model.config.vocab_size}")
+    except Exception as err:  # what the checks above cannot see: the tensors' bytes
+        raise damaged(folder, f"{WEIGHTS_FILE} cannot be loaded: {err}") from err
     model.eval()
     return model, tokenizer
+
+
+def _saved_config(folder: Path, tokenizer: PinziTokenizer) -> PinziConfig:
+    """The folder's config, checked, and matching its vocabulary's layout."""
+    values = read_config(folder)
+    if values.get("model_type") != PinziConfig.model_type:
+        raise ModelLoadError(f"{folder} is not a pinzi model (its config.json has model_type "
+                             f"{values.get('model_type')!r})")
+    try:
+        config = PinziConfig.from_dict(values)
+    except (ValueError, TypeError) as err:
+        raise damaged(folder, f"{CONFIG_FILE}: {err}") from err
+    layout = (config.vocab_size, config.char_offset, config.n_chars)
+    if layout != (tokenizer.vocab_size, tokenizer.char_offset, tokenizer.n_chars):
+        raise damaged(folder, f"{VOCAB_FILE} has {tokenizer.vocab_size} tokens, "
+                      f"{tokenizer.n_chars} characters from id {tokenizer.char_offset}, but "
+                      f"{CONFIG_FILE} says {config.vocab_size}, {config.n_chars} from id "
+                      f"{config.char_offset}")
+    return config
+
+
+def _check_weights(cls: type[PinziPreTrainedModel], config: PinziConfig, folder: Path,
+                   new_heads: bool) -> None:
+    """:func:`damaged` unless the weights file holds the encoder ``config`` describes, checked
+    on the file's header against the model built on the meta device (no memory): otherwise
+    ``from_pretrained`` would fill missing blocks with random numbers, drop extra ones, or
+    allocate the absurd sizes of a damaged config. With ``new_heads`` (a base for another
+    task) the heads may differ."""
+    path = folder / WEIGHTS_FILE
+    if not path.is_file():
+        return  # from_pretrained says what is missing
+    try:
+        with safe_open(path, "pt") as weights:
+            names = weights.keys()
+            found = {key: tuple(weights.get_slice(key).get_shape()) for key in names}
+    except Exception as err:  # safetensors' own error type for a truncated or foreign file
+        raise damaged(folder, f"{WEIGHTS_FILE} cannot be loaded: {err}") from err
+    try:
+        with torch.device("meta"):
+            expected = {key: tuple(tensor.shape)
+                        for key, tensor in cls(config).state_dict().items()}
+    except RuntimeError as err:  # sizes whose product overflows
+        raise damaged(folder, f"{CONFIG_FILE} describes no model that can be built: {err}"
+                      ) from err
+    shared = found.keys() & expected.keys()
+    checked = {key for key in found.keys() | expected.keys() if key.startswith("encoder.")}
+    wrong = sorted(key for key in checked | (set() if new_heads else shared)
+                   if found.get(key) != expected.get(key))
+    if wrong:
+        key = wrong[0]
+        raise damaged(folder, f"{WEIGHTS_FILE} does not hold the model {CONFIG_FILE} describes: "
+                      f"{len(wrong)} weights differ, {key} is {found.get(key) or 'missing'} in "
+                      f"the file and {expected.get(key) or 'absent'} in the model")
 
 
 # ---- Hugging Face Auto classes ---------------------------------------------------------------

@@ -15,16 +15,18 @@ uses it when the file is there.
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from pinzi.errors import ModelLoadError
+from pinzi.hub import damaged
 
 NGRAM_FILE = "ngram.npz"
-# N-grams seen fewer times are not stored: at 3 the tables of the shipped model (52M training
-# characters) take 10.5 MB instead of 15.8 at 2, for 0.3 points of dev char accuracy.
-MIN_COUNT = 3
+# N-grams seen fewer times are not stored: at 2 the tables of the shipped model (52M training
+# characters) take 15.8 MB, at 3 10.5 MB for 0.35 points less dev char accuracy.
+MIN_COUNT = 2
 DISCOUNT = 0.75
 
 
@@ -120,18 +122,54 @@ class CharNgram:
         np.savez_compressed(Path(directory) / NGRAM_FILE, **arrays)
 
     @classmethod
-    def load(cls, directory: str | Path) -> CharNgram | None:
-        """The model folder's n-gram tables, or None when it has none."""
+    def load(cls, directory: str | Path, n_chars: int | None = None) -> CharNgram | None:
+        """The model folder's n-gram tables, or None when it has none.
+
+        :func:`pinzi.hub.damaged` when the file cannot be read (truncated, empty, from an
+        older pinzi) or its tables do not fit together, or a vocabulary of ``n_chars``.
+        """
         path = Path(directory) / NGRAM_FILE
         if not path.exists():
             return None
+        if not zipfile.is_zipfile(path):  # numpy would take it for a pickle and say so
+            raise damaged(directory, f"{NGRAM_FILE} is not an .npz archive (truncated?)")
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in _FIELDS if name not in _KEYS}
                 arrays.update({name: np.cumsum(data[name + _DELTA]) for name in _KEYS})
-            return cls(**arrays)
-        except (OSError, ValueError, KeyError) as err:
-            raise ModelLoadError(f"{path} is damaged or from an older pinzi: {err}") from err
+            _check(arrays, n_chars)
+        except (OSError, EOFError, ValueError, TypeError, KeyError, zipfile.BadZipFile,
+                zlib.error) as err:
+            raise damaged(directory, f"{NGRAM_FILE} cannot be used: {err}") from err
+        return cls(**arrays)
+
+
+def _check(arrays: dict[str, np.ndarray], n_chars: int | None) -> None:
+    """ValueError unless the loaded tables are what :meth:`CharNgram.score` indexes safely:
+    one-dimensional, float values and integer keys, as many values as keys, keys sorted and
+    within the layout of ``len(unigram)`` characters (``n_chars`` when given)."""
+    for name, array in arrays.items():
+        kind = "iu" if name in _KEYS else "f"
+        if array.ndim != 1 or array.dtype.kind not in kind or (
+                kind == "f" and not np.isfinite(array).all()):
+            raise ValueError(f"{name} is not a one-dimensional array of "
+                             f"{'whole' if name in _KEYS else 'finite'} numbers")
+    size = len(arrays["unigram"])
+    if n_chars is not None and size != n_chars:
+        raise ValueError(f"it has {size} characters, the vocabulary {n_chars}")
+    base = size + 1
+    if len(arrays["bigram_backoff"]) != base:
+        raise ValueError(f"bigram_backoff has {len(arrays['bigram_backoff'])} values, not "
+                         f"{base}")
+    for keys, values, order in (("bigram_keys", "bigram_logprobs", 2),
+                                ("trigram_keys", "trigram_logprobs", 3),
+                                ("context_keys", "context_backoff", 2)):
+        found = arrays[keys]
+        if len(found) != len(arrays[values]):
+            raise ValueError(f"{keys} and {values} differ in length")
+        if len(found) and (found[0] < 0 or found[-1] >= base ** order
+                           or not (np.diff(found) > 0).all()):
+            raise ValueError(f"{keys} are not sorted keys of {size} characters")
 
 
 _FIELDS = ("unigram", "bigram_keys", "bigram_logprobs", "bigram_backoff", "trigram_keys",

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pinzi.errors import ModelLoadError
+from pinzi.hub import damaged
 from pinzi.lexicon import Lexicon
 from pinzi.pinyin import INITIALS, SYLLABLES, Piece, initial_of
 
@@ -147,19 +148,26 @@ class PinziTokenizer:
 
     @classmethod
     def load(cls, directory: str | Path) -> PinziTokenizer:
+        """The folder's ``vocab.json``; :func:`pinzi.hub.damaged` when it is missing, is not a
+        pinzi vocabulary or was written for another syllable inventory."""
         path = Path(directory, VOCAB_FILE)
         try:
             payload = json.loads(path.read_text(encoding="utf-8"))
             chars = payload["chars"]
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ModelLoadError(f"{path} is missing or is not a pinzi vocabulary: {err}"
-                                 ) from err
+            raise damaged(directory, f"{VOCAB_FILE} is missing or is not a pinzi vocabulary: "
+                          f"{err}") from err
         if (tuple(payload.get("syllables", ())) != SYLLABLES
                 or tuple(payload.get("initials", ())) != INITIALS
                 or tuple(payload.get("specials", ())) != SPECIALS):
             raise ModelLoadError(f"{path} was written for another syllable inventory; "
-                             "it cannot be used with this version of pinzi")
-        return cls(chars)
+                                 "it cannot be used with this version of pinzi")
+        if not isinstance(chars, list) or not all(isinstance(c, str) and c for c in chars):
+            raise damaged(directory, f"{VOCAB_FILE}: its chars are not a list of characters")
+        try:
+            return cls(chars)
+        except ValueError as err:
+            raise damaged(directory, f"{VOCAB_FILE}: {err}") from err
 
     @classmethod
     def from_counts(cls, counts_file: str | Path, *, min_count: int = 2,

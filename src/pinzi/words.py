@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pinzi.errors import ModelLoadError
+from pinzi.hub import damaged
 from pinzi.pinyin import SYLLABLES, initial_of
 from pinzi.text import is_hanzi
 
@@ -70,14 +70,20 @@ class WordModel:
             fields = text[start:].split()  # word, value, reading, word...: split in C, fast
             if len(fields) % 3:
                 raise ValueError("a line without its three fields")
-            words = fields[0::3]
+            words, readings = fields[0::3], fields[2::3]
             values = np.asarray(fields[1::3], dtype=np.float64) * math.log(10)
-            if not np.isfinite(values).all():
-                raise ValueError("a value that is not a number")
+            if not (np.isfinite(values) & (values <= 0)).all():
+                raise ValueError("a value that is not a log-probability (a number <= 0)")
+            # fitting() looks each syllable up, and spans as many pieces as there are
+            unknown = {s for reading in set(readings) for s in reading.split("'")} - _KEYS.keys()
+            if unknown:
+                raise ValueError(f"a reading with {min(unknown)!r}, which is no syllable")
+            if any(len(w) != r.count("'") + 1 for w, r in zip(words, readings, strict=True)):
+                raise ValueError("a reading of more or fewer syllables than its word")
             return cls(dict(zip(words, values.tolist(), strict=True)),
-                       dict(zip(words, fields[2::3], strict=True)))
+                       dict(zip(words, readings, strict=True)))
         except (OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError) as err:
-            raise ModelLoadError(f"{path} is damaged: {err}") from err
+            raise damaged(directory, f"{WORDS_FILE}: {err}") from err
 
     def fitting(self, allowed: Sequence[frozenset[str] | None],
                 per_start: int = MAX_FITTING) -> list[tuple[int, str]]:
