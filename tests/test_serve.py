@@ -518,17 +518,18 @@ def read_until_closed(connection: socket.socket) -> bytes:
     return received
 
 
-@pytest.mark.parametrize("sent", [
-    b"",  # connects and says nothing
-    b"POST /v1/candidates HTTP/1.1\r\nHost: pinzi\r\nContent-Len",  # headers never end
-    b"POST /v1/candidates HTTP/1.1\r\nHost: pinzi\r\nContent-Type: application/json\r\n"
-    b"Content-Length: 40\r\n\r\n{\"pinyin\": ",  # the body never ends
+@pytest.mark.parametrize(("sent", "answer"), [
+    (b"", b""),  # connects and says nothing: closed without a word, there is no request
+    (b"POST /v1/candidates HTTP/1.1\r\nHost: pinzi\r\nContent-Len", b"HTTP/1.1 408 "),
+    (b"POST /v1/candidates HTTP/1.1\r\nHost: pinzi\r\nContent-Type: application/json\r\n"
+     b"Content-Length: 40\r\n\r\n{\"pinyin\": ", b"HTTP/1.1 408 "),  # the body never ends
 ])
-def test_a_request_that_never_arrives_whole_is_closed_with_408(converter, sent):
+def test_a_request_that_never_arrives_whole_is_closed(converter, sent, answer):
     with serving(create_app(converter)) as address, socket.create_connection(address) as slowpoke:
         slowpoke.sendall(sent)
-        answer = read_until_closed(slowpoke)
-        assert answer.startswith(b"HTTP/1.1 408 ") and b"did not arrive within 0.5 s" in answer
+        received = read_until_closed(slowpoke)
+        assert received.startswith(answer)
+        assert (b"did not arrive within 0.5 s" in received) == bool(answer)
         # the server is fine, and a keep-alive connection that asks in time is served twice
         with httpx.Client(base_url=f"http://{address[0]}:{address[1]}") as client:
             for _ in range(2):

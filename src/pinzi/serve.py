@@ -29,7 +29,7 @@ import json
 import os
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -259,35 +259,31 @@ Result = TypeVar("Result")
 
 
 class ConversionPool:
-    """A few threads that run conversions off the event loop (a worst-case keystroke takes
-    ~0.2 s: 20 of them on the loop put /healthz at 3 s), few because they share one GIL with
-    the loop; past ``max_queue`` waiting, 503 at once."""
+    """Conversions on a few threads, off the event loop (20 worst-case keystrokes on the loop
+    put /healthz at 3 s); few, as they share the GIL with the loop. Past ``max_queue``: 503."""
 
     def __init__(self, threads: int, max_queue: int):
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="pinzi-convert")
         self._capacity = threads + max_queue
-        self._admitted = 0  # running or queued; changed on the loop only
+        self._pending: set[Future] = set()  # running or queued; changed on the loop only
 
     async def run(self, work: Callable[[], Result]) -> Result:
-        if self._admitted >= self._capacity:
-            raise HTTPException(503, f"server busy: {self._admitted} conversions are running "
+        if len(self._pending) >= self._capacity:
+            raise HTTPException(503, f"server busy: {len(self._pending)} conversions running "
                                      "or waiting; retry shortly", headers={"Retry-After": "1"})
-        self._admitted += 1
         loop = asyncio.get_running_loop()
         future = self._executor.submit(work)
-        # Released when the work ends, or when a client that left cancels it before it starts.
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
+        self._pending.add(future)  # until the work ends, not the request: it may go first
+        future.add_done_callback(lambda done: loop.call_soon_threadsafe(self._pending.discard,
+                                                                         done))
         return await asyncio.wrap_future(future)
-
-    def _release(self) -> None:
-        self._admitted -= 1
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 class GuardedHttp(HttpToolsProtocol):
-    """uvicorn's HTTP/1.1 protocol, closing what holds a connection without asking anything.
+    """uvicorn's HTTP/1.1 protocol, closing connections held without a request.
 
     uvicorn closes a connection idle after a response (``timeout_keep_alive``), but not one that
     sends nothing or a byte at a time: thousands of those used up the file descriptors. Here a
@@ -297,22 +293,24 @@ class GuardedHttp(HttpToolsProtocol):
 
     request_deadline_s = 10.0  # a 64 KiB body within 10 s: 6.4 KB/s, slower than any modem
     _deadline: asyncio.TimerHandle | None = None
+    _heard = False  # whether the client has sent a byte: one that never did is just closed
 
     def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
         super().connection_made(transport)
-        if self.limit_concurrency is not None and len(self.connections) > self.limit_concurrency:
-            self._answer(503, f"too many connections (the limit is {self.limit_concurrency}); "
-                              "retry shortly", [("retry-after", "1")])
-        else:
-            self._arm()
+        # The cap is on connections, applied here; uvicorn's own check would also answer a
+        # bare 503 to every request while the last connection allowed is open.
+        cap, self.limit_concurrency = self.limit_concurrency, None
+        if cap is not None and len(self.connections) > cap:
+            self._answer(503, f"too many connections (the limit is {cap}); retry shortly",
+                         [("retry-after", "1")])
+        self._arm()
 
     def data_received(self, data: bytes) -> None:
-        self._arm()  # bytes that begin no request (stray CRLFs) get the deadline too
-        super().data_received(data)
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
+        self._heard = True
+        # Armed by any byte, even one that begins no request (a stray CRLF); a request that
+        # begins in the chunk that ends the one before has uvicorn's keep-alive timer.
         self._arm()
+        super().data_received(data)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -334,10 +332,10 @@ class GuardedHttp(HttpToolsProtocol):
     def _too_slow(self) -> None:
         self._deadline = None
         cycle = self.cycle
-        if cycle is None or not cycle.response_started or cycle.response_complete:
+        answering = cycle is not None and cycle.response_started and not cycle.response_complete
+        if self._heard and not answering:  # (a stalled pipelined request leaves no room)
             self._answer(408, f"the request did not arrive within {self.request_deadline_s:g} s")
-        else:  # a pipelined request stalled mid-answer to the one before: no room for a 408
-            self.transport.close()
+        self.transport.close()
 
     def _answer(self, status: int, detail: str, headers: Sequence[tuple[str, str]] = ()) -> None:
         if self.transport.is_closing():
