@@ -34,14 +34,14 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import get_int_from_env, set_seed
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -210,9 +210,6 @@ def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
 
 
 # ---- the run folder -----------------------------------------------------------------------------
-RUN_ENTRIES = ("history.jsonl", "best", "checkpoints", "tensorboard", "curves.png")
-
-
 @contextmanager
 def run_folder(out: str | Path, *, resume: bool, overwrite: bool = False) -> Iterator[Path]:
     """Hold the run folder ``out`` for a run that starts here (a training job's whole body).
@@ -223,9 +220,10 @@ def run_folder(out: str | Path, *, resume: bool, overwrite: bool = False) -> Ite
     :class:`TrainingError` that says what is kept.
     """
     out = Path(out)
-    with exclusive(out), _disk_full_is_clear(out):
-        earlier = (out / "history.jsonl").exists() or (out / "best").exists() \
-            or Checkpoints(out / "checkpoints", 1).latest() is not None
+    with _held(out) as held, _disk_full_is_clear(out):
+        earlier = held is not None and (
+            (out / "history.jsonl").exists() or (out / "best").exists()
+            or Checkpoints(out / "checkpoints", 1).latest() is not None)
         if earlier and not resume and not overwrite:
             raise OutputError(f"{out} already holds a training run: continue it with --resume, "
                               "replace it with --overwrite, or choose another --out")
@@ -234,14 +232,19 @@ def run_folder(out: str | Path, *, resume: bool, overwrite: bool = False) -> Ite
         yield out
 
 
+def _held(out: Path):
+    """The folder's lock (yielding it), taken by the process that writes the folder: rank 0 as
+    the launchers set it (an Accelerator made this early would fix its settings too soon)."""
+    rank = get_int_from_env(["RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMI_RANK"], 0)
+    return exclusive(out) if rank == 0 else nullcontext(None)
+
+
 def _clear_run(out: Path) -> None:
-    """Remove an earlier run: its published model (the files named as in ``best``) and
-    the run's own entries. Anything else in the folder stays."""
+    """Remove an earlier run: its published model (named as in ``best``) and its own entries."""
     best = out / "best"
-    for item in best.iterdir() if best.is_dir() else ():
-        (out / item.name).unlink(missing_ok=True)
-    for name in RUN_ENTRIES:
-        path = out / name
+    published = [out / item.name for item in best.iterdir()] if best.is_dir() else []
+    own = ("history.jsonl", "best", "checkpoints", "tensorboard", "curves.png")
+    for path in [*published, *(out / name for name in own)]:
         if path.is_dir():
             shutil.rmtree(path)
         else:
@@ -267,18 +270,16 @@ def _disk_full_is_clear(out: Path) -> Iterator[None]:
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM (a scheduler's stop, ``kill``) ends the run as Ctrl-C does: with a message."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
     def interrupt(signum, frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    main = threading.current_thread() is threading.main_thread()  # the one signals reach
+    previous = signal.signal(signal.SIGTERM, interrupt) if main else None
     try:
         yield
-    finally:  # None: a handler not set from Python
-        signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)
+    finally:
+        if main:  # previous None: a handler not set from Python
+            signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)
 
 
 @contextmanager
@@ -328,7 +329,7 @@ def train(model: nn.Module, task: Task, cfg: TrainConfig, out_dir: str | Path, *
     Ctrl-C and SIGTERM stop it with a message on what is kept (then KeyboardInterrupt).
     """
     out = Path(out_dir)
-    with exclusive(out), _disk_full_is_clear(out), _sigterm_as_interrupt():
+    with _held(out), _disk_full_is_clear(out), _sigterm_as_interrupt():
         return _train(model, task, cfg, out, resume, progress, on_step)
 
 
