@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,9 +24,9 @@ from typer.testing import CliRunner
 
 from pinzi import io
 from pinzi.cli import app
-from pinzi.errors import OutputError
+from pinzi.errors import DataError, OutputError
 from pinzi.hub import resolve_model
-from pinzi.io import LOCK_FILE, write_atomic, write_dir_atomic
+from pinzi.io import LOCK_FILE, MAX_LINE_BYTES, read_labelled, write_atomic, write_dir_atomic
 from pinzi.pretrain import pretrain
 from pinzi.train import TrainConfig, train
 
@@ -172,3 +173,16 @@ def test_a_failed_write_leaves_the_old_file_or_folder_and_no_temporary(tmp_path,
     assert (tmp_path / "a.json").read_bytes() == b"old"
     assert (tmp_path / "best" / "w").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "best"]
+
+
+def test_a_labelled_table_line_of_many_megabytes_is_an_error_without_reading_it_whole(tmp_path):
+    table = tmp_path / "train.tsv"
+    table.write_bytes(b"text\tlabel\n" + b"x" * (24 << 20) + b"\t1\n")
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"train.tsv line 2: longer than 1,048,576 bytes"):
+            read_labelled(table)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MAX_LINE_BYTES  # a piece of the line, never its 24 MB
