@@ -480,6 +480,22 @@ def test_keystrokes_past_the_queue_get_503_at_once(slow):
     assert asyncio.run(gathered(app, keystroke))[0].status_code == 200
 
 
+def test_a_long_batch_never_holds_up_keystrokes(slow):
+    done: list[str] = []
+
+    async def batch(client):
+        await client.post("/v1/convert", json={"lines": ["nihao"] * 6})  # six slow conversions
+        done.append("batch")
+
+    async def keystroke(client):
+        await asyncio.sleep(0.05)  # while the batch is being converted
+        await client.post("/v1/candidates", json={"pinyin": "nihao"})
+        done.append("keystroke")
+
+    asyncio.run(gathered(create_app(slow, conversion_threads=1), batch, keystroke))
+    assert done == ["keystroke", "batch"]
+
+
 # ---- connections, over real sockets --------------------------------------------------------------
 class QuickGuard(GuardedHttp):
     request_deadline_s = 0.5  # 10 s in `pinzi serve`; the test should not wait that long

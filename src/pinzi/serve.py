@@ -259,8 +259,9 @@ Result = TypeVar("Result")
 
 
 class ConversionPool:
-    """Conversions on a few threads, off the event loop (20 worst-case keystrokes on the loop
-    put /healthz at 3 s); few, as they share the GIL with the loop. Past ``max_queue``: 503."""
+    """Conversions on a few threads, never on the event loop, even keystrokes of milliseconds
+    (20 worst-case ones on the loop put /healthz at 3 s); few, as they share the GIL with the
+    loop. Past ``max_queue`` waiting: 503 at once."""
 
     def __init__(self, threads: int, max_queue: int):
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="pinzi-convert")
@@ -397,8 +398,8 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
     """The pinzi app around a loaded ``converter`` (and optionally a ``classifier``).
 
     ``adapters``: converters of the same base with a LoRA adapter each, by the name a request
-    gives in its ``adapter`` field. ``conversion_threads``: how many conversions (and
-    classifications) run at once; up to ``limits.max_queue`` more wait, the rest get 503.
+    gives in its ``adapter`` field. ``conversion_threads``: keystrokes converted at once (batches
+    get one thread of their own); past ``limits.max_queue`` waiting, 503.
     Raises :class:`~pinzi.errors.SettingsError` for an API key no client could send.
 
     >>> from fastapi.testclient import TestClient                          # doctest: +SKIP
@@ -410,16 +411,19 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
     CandidatesRequest, ConvertRequest, ClassifyRequest = request_models(limits, list(adapters))
     backend = converter.scorer.name
     guard = [Depends(_bearer(api_key))] if api_key else []
-    pool = ConversionPool(conversion_threads, limits.max_queue)
+    keystrokes = ConversionPool(conversion_threads, limits.max_queue)
+    # A batch can take most of a minute: batches get a thread of their own, never the keys'.
+    batches = ConversionPool(1, limits.max_queue)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # The first call fills lazy caches, normalise's table of control characters among them:
         # pay for it here rather than on a user's keystroke.
         for each in (converter, *adapters.values()):
-            await pool.run(partial(each.candidates, normalise("\0nihao")))
+            await keystrokes.run(partial(each.candidates, normalise("\0nihao")))
         yield
-        pool.close()
+        for pool in (keystrokes, batches):
+            pool.close()
 
     # FastAPI's own /docs and /redoc load their scripts from a CDN; FastAPIOffline serves
     # packaged copies, so the docs work offline like the page does.
@@ -450,14 +454,11 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
                                      f"{loaded}")
         return adapters[body.adapter]
 
-    # Every conversion goes to the pool, even a keystroke of milliseconds on onnxruntime (the
-    # loop served 30% more of those flat out, but one costly keystroke held up every client).
     @v1.post("/candidates", response_model=CandidatesResponse)
     async def candidates(body: CandidatesRequest) -> CandidatesResponse:  # type: ignore[valid-type]
         """The n-best conversions of one pinyin buffer: what an IME asks on each keystroke."""
-        best = await pool.run(partial(converter_for(body).candidates, normalise(body.pinyin),
-                                      k=body.k, **options(body)))
-        # the buffer as sent: what a client compares with the buffer it shows
+        best = await keystrokes.run(partial(converter_for(body).candidates,
+                                            normalise(body.pinyin), k=body.k, **options(body)))
         return CandidatesResponse(pinyin=body.pinyin, candidates=[
             Candidate(hanzi=hanzi, score=round(score, 4)) for hanzi, score in best])
 
@@ -465,14 +466,14 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
     async def convert(body: ConvertRequest) -> ConvertResponse:  # type: ignore[valid-type]
         """The best conversion of each line; every line gets the same left context."""
         lines = [normalise(line) for line in body.lines]
-        return ConvertResponse(lines=await pool.run(partial(converter_for(body).convert_batch,
-                                                            lines, **options(body))))
+        return ConvertResponse(lines=await batches.run(partial(
+            converter_for(body).convert_batch, lines, **options(body))))
 
     if classifier is not None:
         @v1.post("/classify", response_model=ClassifyResponse)
         async def classify(body: ClassifyRequest) -> ClassifyResponse:  # type: ignore[valid-type]
             """A label and its probability for each text."""
-            predictions = await pool.run(partial(classifier.predict, list(body.texts)))
+            predictions = await batches.run(partial(classifier.predict, list(body.texts)))
             return ClassifyResponse(results=[Label(label=p.label, prob=p.prob)
                                              for p in predictions])
     else:
