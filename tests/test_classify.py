@@ -210,6 +210,27 @@ def test_hugging_face_lora_keeps_the_classifier_trainable(files, tiny_bert, tmp_
     assert answer.prob == max(answer.probs.values()) and set(answer.probs) == {"0", "1"}
 
 
+def test_the_load_report_is_hidden_only_where_the_head_is_meant_to_be_missing(
+        tiny_base, tiny_bert, tmp_path, caplog):
+    from transformers import BertConfig, BertModel
+
+    from pinzi.classifier import load_model
+
+    load_base(str(tiny_base), "pinzi", ["0", "1"])
+    load_base(str(tiny_bert), "hf", ["0", "1"])
+    assert "LOAD REPORT" not in caplog.text
+    load_model(str(tiny_base), "pinzi", num_labels=2)  # a classifier without its head: shown
+    assert "LOAD REPORT" in caplog.text and "classifier.weight" in caplog.text
+    # a checkpoint that lacks weights of the encoder itself: a warning names them
+    config = BertConfig.from_pretrained(tiny_bert)
+    BertModel(config, add_pooling_layer=False).save_pretrained(tmp_path)
+    for name in ("vocab.txt", "tokenizer_config.json"):
+        (tmp_path / name).write_bytes((tiny_bert / name).read_bytes())
+    with pytest.warns(UserWarning, match=r"2 weight\(s\) of the encoder are not in the "
+                                         r"checkpoint and start random, e.g. bert.pooler"):
+        load_base(str(tmp_path), "hf", ["0", "1"])
+
+
 # ---- settings -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("settings, message", [
     ({"lora_r": 4}, "unknown setting 'lora_r'"),
@@ -299,6 +320,20 @@ def test_cli_train_passes_its_flags_and_prints_the_tables(files, tiny_base, tmp_
                                     "class_weights": True, "oversample": True}
     assert json.loads((out / "classify.json").read_text())["lora"] is True
     assert set(json.loads((out / "metrics.json").read_text())) == {"dev", "test"}
+
+
+def test_cli_train_without_base_fine_tunes_the_shipped_model(files, tmp_path):
+    from pinzi.hub import shipped_model_path
+
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["classify", "train", "--train", str(files["train"]),
+                                 "--dev", str(files["dev"]), "--out", str(out), "--max-steps",
+                                 "1", "--set", "eval_every=1", "--set", "batch_tokens=256"])
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "classify.json").read_text())
+    assert (info["kind"], info["base"]) == ("pinzi", str(shipped_model_path()))
+    assert TextClassifier.load(out).model.config.hidden_size == json.loads(
+        (shipped_model_path() / "config.json").read_text())["hidden_size"]
 
 
 def test_cli_rejects_a_dev_label_never_seen_in_training(files, tiny_base, tmp_path):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -119,19 +120,39 @@ def model_kind(config: dict) -> str:
     return "pinzi" if config.get("model_type") == "pinzi" else "hf"
 
 
+def _not_a_load_report(record: logging.LogRecord) -> bool:
+    return record.funcName != "log_state_dict_report"
+
+
 @contextlib.contextmanager
-def quiet_loading() -> Iterator[None]:
-    """Hide the deprecation chatter of transformers/peft while loading (real errors still raise)."""
+def quiet_loading(new_head: bool = False) -> Iterator[None]:
+    """Hide the deprecation chatter of transformers/peft while loading (real errors still raise),
+    and with ``new_head`` transformers' load report too: a base loaded for a new task lacks its
+    classifier by design, and the report would say so as if it were a fault."""
+    # A filter rather than a level: at level WARNING or above, transformers also checks a
+    # tensor-parallel plan and complains that pinzi's layers "were not sharded".
+    report = logging.getLogger("transformers.modeling_utils")  # the logger of the report
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        yield
+        if new_head:
+            report.addFilter(_not_a_load_report)
+        try:
+            yield
+        finally:
+            report.removeFilter(_not_a_load_report)
 
 
-def load_model(folder: str, kind: str, *, what: str = "a classifier", **overrides):
+def load_model(folder: str, kind: str, *, what: str = "a classifier", new_head: bool = False,
+               **overrides):
     """``(model, tokenizer)`` of a sequence classifier (pinzi's ``PinziForClassification`` or
     ``AutoModelForSequenceClassification``) from ``folder`` or a hub id; ``overrides`` go to
-    ``from_pretrained``. Anything that cannot load is a :class:`ModelLoadError`."""
-    with quiet_loading():
+    ``from_pretrained``. Anything that cannot load is a :class:`ModelLoadError`.
+
+    ``new_head``: ``folder`` is a base for a new classifier, so the weights outside its base
+    model (the head) are meant to be missing and are not reported; a Hugging Face checkpoint
+    that also lacks weights of the base model itself gets a one-line warning naming them.
+    """
+    with quiet_loading(new_head):
         if kind == "pinzi":
             try:
                 return load_pretrained(PinziForClassification, folder, **overrides)
@@ -140,9 +161,16 @@ def load_model(folder: str, kind: str, *, what: str = "a classifier", **override
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder)
-            model = AutoModelForSequenceClassification.from_pretrained(folder, **overrides)
+            model, loading = AutoModelForSequenceClassification.from_pretrained(
+                folder, output_loading_info=True, **overrides)
         except Exception as err:  # bad folder, unknown architecture, no tokenizer...
             raise ModelLoadError(f"cannot load {folder!r} as {what}: {err}") from err
+    if new_head:
+        encoder = f"{model.base_model_prefix}."
+        missing = sorted(k for k in loading["missing_keys"] if k.startswith(encoder))
+        if missing:
+            warnings.warn(f"{folder}: {len(missing)} weight(s) of the encoder are not in the "
+                          f"checkpoint and start random, e.g. {missing[0]}", stacklevel=3)
     return model, tokenizer
 
 

@@ -1,7 +1,7 @@
 """``pinzi classify train``: fine-tune a pinzi encoder, or any Hugging Face encoder, on labelled
 texts; keep the best model by the dev split; report on dev (and test).
 
-    pinzi classify train --base runs/small --train train.tsv.gz --dev dev.tsv.gz --out runs/htl
+    pinzi classify train --train train.tsv.gz --dev dev.tsv.gz --out runs/htl  # shipped base
     pinzi classify eval --model runs/htl test.tsv.gz
     echo 房间很干净 | pinzi classify predict --model runs/htl
 
@@ -39,7 +39,7 @@ from pinzi.classify_task import (
     load_base,
 )
 from pinzi.errors import DataError
-from pinzi.hub import model_config
+from pinzi.hub import model_config, resolve_model
 from pinzi.io import read_labelled
 from pinzi.lora import LoraSettings, apply_lora
 from pinzi.plots import plot_confusion
@@ -65,7 +65,7 @@ def learning_rate(kind: str, lora: bool) -> dict[str, Any]:
     return {"train": {"learning_rate": LEARNING_RATES[(kind, lora)]}}
 
 
-def train_classifier(base: str, train_file: str | Path, dev_file: str | Path,
+def train_classifier(base: str | Path | None, train_file: str | Path, dev_file: str | Path,
                      out_dir: str | Path, *, lora: bool = False,
                      test_file: str | Path | None = None, label_column: str = "label",
                      text_column: str = "text", settings: Layers = None, resume: bool = False,
@@ -74,7 +74,8 @@ def train_classifier(base: str, train_file: str | Path, dev_file: str | Path,
     """Fine-tune ``base`` on a labelled train file, keep the best model by the dev split.
 
     Args:
-        base: a pinzi model folder, or a Hugging Face encoder by hub name or path.
+        base: a pinzi model folder, a Hugging Face encoder by hub name or path, or None for
+            the shipped model.
         train_file, dev_file, test_file: labelled TSV/CSV files (``.gz`` too).
         out_dir: the run folder: the classifier, checkpoints, logs, reports.
         lora: train LoRA adapters (the ``lora`` section) and the classifier head instead of
@@ -109,7 +110,8 @@ def train_classifier(base: str, train_file: str | Path, dev_file: str | Path,
             for split, data in splits.items()}
 
     # The settings, with the learning rate for this kind of base.
-    folder, base_config = model_config(base)
+    base_name = str(base) if base is not None else str(resolve_model(None))
+    folder, base_config = model_config(base_name)
     kind = model_kind(base_config)
     config = resolve(SECTIONS, DEFAULTS, learning_rate(kind, lora), *user)
     cfg, classify = config["train"], config["classify"]
@@ -127,7 +129,7 @@ def train_classifier(base: str, train_file: str | Path, dev_file: str | Path,
     def encoded(split: str) -> Encoded:
         return Encoded(text.encode(splits[split].texts), gold[split])
 
-    info = {"kind": kind, "base": str(base), "label_column": label_column,
+    info = {"kind": kind, "base": base_name, "label_column": label_column,
             "text_column": text_column, "metric": classify.metric, "lora": lora}
     task = ClassificationTask(text, encoded("train"), encoded("dev"), names, classify,
                               batch_tokens=cfg.batch_tokens, seed=cfg.seed, info=info)

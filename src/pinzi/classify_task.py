@@ -78,13 +78,13 @@ def load_base(folder: str, kind: str, label_names: Sequence[str],
     names = list(label_names)
     id2label, label2id = dict(enumerate(names)), {n: i for i, n in enumerate(names)}
     if kind == "pinzi":
-        model, tokenizer = load_model(folder, kind, num_labels=len(names), label_names=names,
-                                      ignore_mismatched_sizes=True)
+        model, tokenizer = load_model(folder, kind, new_head=True, num_labels=len(names),
+                                      label_names=names, ignore_mismatched_sizes=True)
         model.config.id2label, model.config.label2id = id2label, label2id
     else:
         model, tokenizer = load_model(folder, kind,
                                       what="a Hugging Face encoder for classification",
-                                      num_labels=len(names), id2label=id2label,
+                                      new_head=True, num_labels=len(names), id2label=id2label,
                                       label2id=label2id, ignore_mismatched_sizes=True)
     model.train()
     return model, text_encoder(kind, tokenizer, model.config, max_length)

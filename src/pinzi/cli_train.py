@@ -175,12 +175,13 @@ def _report_tables(results: Sequence[tuple[str, dict]], *, per_class: bool = Tru
 
 @classify_app.command("train")
 def classify_train(
-    base: Annotated[str, typer.Option(
-        "--base", "-b", help="Encoder to fine-tune: a pinzi model folder, or a Hugging Face "
-                             "encoder by hub name or path (bert-base-chinese).")],
     train_file: Annotated[Path, typer.Option("--train", help="Labelled TSV/CSV file (.gz too).")],
     dev: Annotated[Path, typer.Option(help="Dev file: early stopping and the best model.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: model, logs, metrics.")],
+    base: Annotated[str | None, typer.Option(
+        "--base", "-b", help="Encoder to fine-tune: a pinzi model folder, or a Hugging Face "
+                             "encoder by hub name or path (bert-base-chinese) (default: the "
+                             "shipped model)")] = None,
     test: Annotated[Path | None, typer.Option(help="Test file, evaluated once at the end.")
                     ] = None,
     label_column: Annotated[str, typer.Option(help="Column holding the label.")] = "label",
@@ -200,7 +201,7 @@ def classify_train(
     seed: Seed = None,
     resume: Resume = False,
 ) -> None:
-    """Fine-tune a classifier: [bold]pinzi classify train --base M --train F --dev F --out R[/].
+    """Fine-tune a classifier: [bold]pinzi classify train --train F --dev F --out R[/].
 
     Files are TSV (split on TAB, no quoting) or CSV with a header line; lines with an empty
     text are skipped with a warning. The best model by the dev split is kept in OUT, then
