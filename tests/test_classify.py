@@ -129,7 +129,7 @@ def test_a_tiny_pinzi_encoder_learns_the_separable_task(trained, files):
 def test_a_saved_classifier_keeps_its_number_of_labels(tmp_path):
     from pinzi.model import PinziConfig, PinziForClassification
 
-    config = PinziConfig.from_preset("tiny", vocab_size=50, num_labels=3,
+    config = PinziConfig.from_preset("tiny", vocab_size=50, n_chars=45, num_labels=3,
                                      label_names=["a", "b", "c"])
     PinziForClassification(config).save_pretrained(tmp_path)
     again = PinziForClassification.from_pretrained(tmp_path)
