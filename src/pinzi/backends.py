@@ -10,13 +10,13 @@ fraction of the memory. PyTorch is needed for LoRA adapters and is the faster ch
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from pinzi.errors import ModelLoadError, SettingsError
+from pinzi.hub import damaged, read_config
 from pinzi.tokenizer import PinziTokenizer
 
 ONNX_FILE = "model.onnx"
@@ -86,20 +86,17 @@ def load_onnx(folder: Path, threads: int = 1) -> tuple[OnnxScorer, PinziTokenize
                              f"`pinzi export --format onnx --model {folder} --out {folder}`")
     if not onnxruntime_available():
         raise ModelLoadError('the onnx backend needs onnxruntime: pip install onnxruntime')
-    try:
-        tokenizer = PinziTokenizer.load(folder)
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(f"{folder} cannot be loaded: {err}") from err
+    tokenizer = PinziTokenizer.load(folder)
+    config = read_config(folder)
     if config.get("vocab_size") != tokenizer.vocab_size:
-        raise ModelLoadError(f"{folder}: vocab.json has {tokenizer.vocab_size} tokens but "
-                             f"config.json expects {config.get('vocab_size')}")
+        raise damaged(folder, f"vocab.json has {tokenizer.vocab_size} tokens but config.json "
+                      f"expects {config.get('vocab_size')}")
     try:
         scorer = OnnxScorer(onnx_file, threads=threads)
     except ModelLoadError:
         raise
     except Exception as err:  # onnxruntime raises its own types for truncated or foreign files
-        raise ModelLoadError(f"{onnx_file} cannot be loaded: {err}") from err
+        raise damaged(folder, f"{ONNX_FILE} cannot be loaded: {err}") from err
     return scorer, tokenizer
 
 

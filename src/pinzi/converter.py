@@ -27,8 +27,8 @@ import numpy as np
 
 from pinzi.backends import CandidateScorer, TorchScorer, choose_backend, load_onnx
 from pinzi.decode import Position, UserDict, beam_search, place_user_words
-from pinzi.errors import InputTooLong, ModelLoadError
-from pinzi.hub import resolve_model
+from pinzi.errors import InputTooLong
+from pinzi.hub import damaged, require_converter, resolve_model
 from pinzi.lexicon import Lexicon
 from pinzi.ngram import CharNgram
 from pinzi.pinyin import Piece, scored_segmentations
@@ -88,8 +88,13 @@ class DecodingConfig:
             if not all(isinstance(n, (int, float)) and not isinstance(n, bool) and
                        math.isfinite(n) and n >= 0 for n in numbers):
                 raise ValueError("every value must be a number >= 0")
+            counts = [config.beam, config.readings, config.word_nbest, config.max_context,
+                      config.word_fitting]
+            if not all(isinstance(n, int) for n in counts) or min(counts[:3]) < 1:
+                raise ValueError("beam, readings, word_nbest, max_context and word_fitting must "
+                                 "be whole numbers, the first three at least 1")
         except (OSError, ValueError, TypeError) as err:
-            raise ModelLoadError(f"{path} is damaged: {err}") from err
+            raise damaged(directory, f"{DECODING_FILE}: {err}") from err
         return config
 
 
@@ -124,6 +129,7 @@ class Converter:
         :class:`~pinzi.errors.ModelLoadError` with a reason.
         """
         folder = resolve_model(name_or_path)
+        require_converter(folder, name_or_path)
         if choose_backend(folder, backend, adapter) == "onnx":
             scorer, tokenizer = load_onnx(folder, threads or 1)
         else:
@@ -143,7 +149,7 @@ class Converter:
             scorer = TorchScorer(model)
         options.setdefault("decoding", DecodingConfig.load(folder))
         if "ngram" not in options:  # a given one (None too) spares reading the tables
-            options["ngram"] = CharNgram.load(folder)
+            options["ngram"] = CharNgram.load(folder, tokenizer.n_chars)
         if "words" not in options:
             options["words"] = WordModel.load(folder)
         return cls(scorer, tokenizer, **options)

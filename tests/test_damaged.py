@@ -1,0 +1,203 @@
+"""Damaged model folders and mistaken ones, through the command line: a copy of the shipped model
+with one file damaged, a classifier or an adapter where a converter is expected, and names
+that must never go to the Hugging Face hub, or not wait for it when it cannot be reached."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import huggingface_hub
+import numpy as np
+import pytest
+from huggingface_hub import constants
+from typer.testing import CliRunner
+
+from pinzi.cli import app
+from pinzi.errors import ModelLoadError
+from pinzi.hub import hub_reachable, model_config, resolve_model, shipped_model_path
+from pinzi.model import PinziConfig, PinziForClassification
+from pinzi.tokenizer import PinziTokenizer
+
+runner = CliRunner()
+SHIPPED = shipped_model_path()
+
+
+def damaged_copy(tmp_path: Path, name: str, damage: Callable[[Path], None]) -> Path:
+    """The shipped folder, its files linked, with ``name`` a real copy that ``damage`` edits."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for path in SHIPPED.iterdir():
+        (folder / path.name).symlink_to(path)
+    (folder / name).unlink()
+    (folder / name).write_bytes((SHIPPED / name).read_bytes())
+    damage(folder / name)
+    return folder
+
+
+def edit_json(**changes) -> Callable[[Path], None]:
+    return lambda path: path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def npz_with(**changes) -> Callable[[Path], None]:
+    def damage(path: Path) -> None:
+        with np.load(path) as data:
+            tables = {**data, **changes}
+        with open(path, "wb") as f:
+            np.savez(f, **tables)
+    return damage
+
+
+DAMAGES = {
+    "config.json, negative num_layers": ("config.json", edit_json(num_layers=-3),
+                                         "num_layers must be a whole number"),
+    "config.json, absurd num_layers": ("config.json", edit_json(num_layers=10**6),
+                                       "num_layers 1000000 is over"),
+    "config.json, not an object": ("config.json", lambda p: p.write_text("[]"),
+                                   "config.json is not a JSON object"),
+    "vocab.json, chars of the wrong type": ("vocab.json", edit_json(chars=5),
+                                            "vocab.json: its chars are not a list"),
+    "ngram.npz, truncated": ("ngram.npz", truncate, "ngram.npz is not an .npz archive"),
+    "ngram.npz, empty": ("ngram.npz", lambda p: p.write_bytes(b""), "ngram.npz is not an"),
+    "ngram.npz, wrong shape": ("ngram.npz", npz_with(unigram=np.zeros((3, 3), np.float32)),
+                               "ngram.npz cannot be used: unigram is not a one-dimensional"),
+    "words.tsv.gz, truncated": ("words.tsv.gz", truncate, "words.tsv.gz: Compressed file"),
+    "words.tsv.gz, no syllable": ("words.tsv.gz", lambda p: p.write_bytes(
+        gzip.compress("北京\t-3\tbei'jingx\n".encode())), "'jingx', which is no syllable"),
+    "decoding_config.json, no beam": ("decoding_config.json", edit_json(beam=0),
+                                      "decoding_config.json: beam, readings"),
+    "decoding_config.json, a fraction": ("decoding_config.json", edit_json(readings=2.5),
+                                         "must be whole numbers"),
+    "model.onnx, truncated": ("model.onnx", truncate, "model.onnx cannot be loaded"),
+}
+
+
+@pytest.mark.parametrize("case", DAMAGES)
+def test_convert_with_a_damaged_file_says_the_folder_is_damaged(tmp_path, case):
+    name, damage, problem = DAMAGES[case]
+    folder = damaged_copy(tmp_path, name, damage)
+    result = runner.invoke(app, ["convert", "--model", str(folder), "nihao"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert re.search(f"error: model folder {re.escape(str(folder))} is damaged: .*"
+                     f"{re.escape(problem)}", result.stderr), result.stderr
+
+
+@pytest.mark.parametrize(("name", "damage", "problem"), [
+    ("model.safetensors", truncate, "model.safetensors cannot be loaded"),
+    ("config.json", edit_json(num_layers=2), "model.safetensors does not hold the model"),
+    ("config.json", edit_json(num_layers=6), "encoder.blocks.4.attn.out.bias is missing"),
+])
+def test_damaged_weights_on_the_torch_backend(tmp_path, name, damage, problem):
+    folder = damaged_copy(tmp_path, name, damage)
+    (tmp_path / "gold.txt").write_text("你好\n", encoding="utf-8")
+    result = runner.invoke(app, ["eval", "--model", str(folder), "--backend", "torch",
+                                 str(tmp_path / "gold.txt")])
+    assert result.exit_code == 2, result.output
+    assert f"model folder {folder} is damaged: " in result.stderr and problem in result.stderr
+
+
+@pytest.fixture
+def classifier_folder(tmp_path) -> Path:
+    tokenizer = PinziTokenizer(list("好坏"))
+    config = PinziConfig.from_preset("tiny", vocab_size=tokenizer.vocab_size, num_labels=2,
+                                     char_offset=tokenizer.char_offset, n_chars=tokenizer.n_chars)
+    folder = tmp_path / "classifier"
+    PinziForClassification(config).save_pretrained(folder)
+    tokenizer.save(folder)
+    return folder
+
+
+def test_a_classifier_is_refused_by_convert_and_eval(classifier_folder, tmp_path):
+    (tmp_path / "gold.txt").write_text("你好\n", encoding="utf-8")
+    for command in (["convert", "--model", str(classifier_folder), "nihao"],
+                    ["eval", "--model", str(classifier_folder), str(tmp_path / "gold.txt")],
+                    ["eval", "--backend", "torch", "--model", str(classifier_folder),
+                     str(tmp_path / "gold.txt")]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, command
+        assert f"{classifier_folder} is a classifier, not a converter" in result.stderr
+
+
+def test_an_adapter_given_as_the_model_says_merge_it_first(tmp_path):
+    adapter = tmp_path / "adapter"  # what `pinzi finetune --lora` leaves: no config.json
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    for command in (["export", "--model", str(adapter), "--out", str(tmp_path / "out")],
+                    ["convert", "--model", str(adapter), "nihao"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, command
+        assert f"{adapter} is a LoRA adapter, not a model: merge it first (`pinzi merge`)" \
+            in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ---- the hub ------------------------------------------------------------------------------------
+@pytest.fixture
+def asked(monkeypatch, tmp_path) -> list[str]:
+    """What asked the hub (nothing should); the hub's cache is empty."""
+    calls: list[str] = []
+    monkeypatch.setattr(huggingface_hub.utils, "get_session", lambda: calls.append("session"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    return calls
+
+
+@pytest.mark.parametrize("typo", ["runs/tyop", "./tyop", "~/no/such/model", "tyop.json",
+                                  "a/b/c"])
+def test_a_mistyped_path_never_goes_to_the_hub(tmp_path, monkeypatch, asked, typo):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()  # runs/tyop: an owner/name id in form, but runs/ is here
+    for name in ("snapshot_download", "hf_hub_download"):
+        monkeypatch.setattr(huggingface_hub, name, lambda *a, name=name, **k: asked.append(name))
+    for load in (resolve_model, model_config):
+        with pytest.raises(ModelLoadError, match=f"^no model folder {re.escape(repr(typo))}$"):
+            load(typo)
+    for command in (["convert", "-m", typo, "nihao"], ["classify", "predict", "-m", typo, "x"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, command
+        assert result.stderr == f"error: no model folder {typo!r}\n", command
+    assert asked == []
+
+
+def test_a_hub_id_offline_is_one_clear_error_from_the_cache(monkeypatch, asked):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert not hub_reachable()
+    for load in (resolve_model, model_config):
+        with pytest.raises(ModelLoadError, match="no model folder 'someone/model' here, and it "
+                                                 "is not in the Hugging Face cache"):
+            load("someone/model")
+    for command in (["convert", "-m", "someone/model", "nihao"],
+                    ["classify", "predict", "-m", "someone/model", "x"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2 and "not in the Hugging Face cache" in result.stderr
+    assert asked == []  # offline: not even a probe
+
+
+def test_an_unreachable_hub_is_not_retried(monkeypatch, tmp_path):
+    class Unreachable:
+        def head(self, url, timeout):
+            assert timeout <= 5
+            raise OSError("network is unreachable")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.utils, "get_session", Unreachable)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    asked = []
+
+    def cache_only(repo_id, *args, local_files_only=False, **kwargs):
+        asked.append(local_files_only)
+        raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", cache_only)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", cache_only)
+    for load in (resolve_model, model_config):
+        with pytest.raises(ModelLoadError, match="the hub cannot be reached"):
+            load("someone/model")
+    assert asked == [True, True]  # the cache alone: no download, none of its five retries
