@@ -201,3 +201,19 @@ def test_an_unreachable_hub_is_not_retried(monkeypatch, tmp_path):
         with pytest.raises(ModelLoadError, match="the hub cannot be reached"):
             load("someone/model")
     assert asked == [True, True]  # the cache alone: no download, none of its five retries
+
+
+def test_a_hub_id_in_the_cache_loads_offline(monkeypatch, asked, tmp_path):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    snapshot = tmp_path / "hub-cache" / "models--someone--model" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for path in SHIPPED.iterdir():
+        (snapshot / path.name).symlink_to(path)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    assert resolve_model("someone/model") == snapshot
+    folder, config = model_config("someone/model")
+    assert Path(folder) == snapshot and config["model_type"] == "pinzi"
+    result = runner.invoke(app, ["convert", "-m", "someone/model", "nihao"])
+    assert result.exit_code == 0 and result.stdout == "你好\n"
+    assert asked == []
