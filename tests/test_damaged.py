@@ -17,10 +17,14 @@ from huggingface_hub import constants
 from typer.testing import CliRunner
 
 from pinzi.cli import app
+from pinzi.converter import Converter, DecodingConfig
 from pinzi.errors import ModelLoadError
+from pinzi.export import export_onnx
 from pinzi.hub import hub_reachable, model_config, resolve_model, shipped_model_path
-from pinzi.model import PinziConfig, PinziForClassification
+from pinzi.model import PinziConfig, PinziForClassification, PinziForPinyin
+from pinzi.ngram import CharNgram
 from pinzi.tokenizer import PinziTokenizer
+from pinzi.words import WORDS_FILE
 
 runner = CliRunner()
 SHIPPED = shipped_model_path()
@@ -137,6 +141,31 @@ def test_an_adapter_given_as_the_model_says_merge_it_first(tmp_path):
         assert f"{adapter} is a LoRA adapter, not a model: merge it first (`pinzi merge`)" \
             in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_export_checks_the_files_it_copies_and_copies_them_all(tmp_path):
+    folder = damaged_copy(tmp_path, "words.tsv.gz", truncate)
+    result = runner.invoke(app, ["export", "--model", str(folder), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and f"model folder {folder} is damaged: words.tsv.gz" \
+        in result.stderr
+    assert not (tmp_path / "x").exists()
+
+    tokenizer = PinziTokenizer(list("你好中国"))
+    source, out = tmp_path / "tiny", tmp_path / "exported"
+    PinziForPinyin(PinziConfig.from_preset(
+        "tiny", vocab_size=tokenizer.vocab_size, char_offset=tokenizer.char_offset,
+        n_chars=tokenizer.n_chars)).save_pretrained(source)
+    tokenizer.save(source)
+    (source / WORDS_FILE).write_bytes(gzip.compress("你好\t-2\tni'hao\n".encode()))
+    CharNgram.build(np.array([5, 6, 7, 8]), np.array([0, 4]), char_offset=5, n_chars=4,
+                    min_count=1).save(source)
+    DecodingConfig(word_weight=1.0).save(source)
+    export_onnx(source, out)
+    copied = {p.name for p in source.iterdir()} - {"model.safetensors"}  # the graph instead
+    assert {p.name for p in out.iterdir()} == copied | {"model.onnx"}
+    converter = Converter.from_pretrained(out)
+    assert converter.scorer.name == "onnx" and converter.words is not None
+    assert converter.decoding.word_weight == 1.0 and converter.ngram is not None
 
 
 # ---- the hub ------------------------------------------------------------------------------------

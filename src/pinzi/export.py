@@ -6,11 +6,12 @@
 The exported graph is :meth:`~pinzi.model.PinziForPinyin.score_candidates`: the encoder and
 the conversion head, scoring only the candidates that decoding asks for. Inputs
 ``input_ids``/``attention_mask`` (B, T), ``slots`` (N,), ``candidates``/``owner`` (M,), all
-int64 with dynamic sizes; output ``scores`` (M,) float32. config.json, vocab.json and
-ngram.npz are copied beside it, so the output folder loads on its own; a folder with a
-model.onnx loads on onnxruntime by default (``Converter.from_pretrained``, ``pinzi convert``,
-``pinzi serve``). ``--quantize int8`` writes an onnxruntime dynamic-quantised graph (int8
-weights, the embedding table included) as model.onnx.
+int64 with dynamic sizes; output ``scores`` (M,) float32. The folder's other files (config,
+vocabulary, n-gram tables, word list, decoding config) are checked and copied beside it, so
+the output folder loads on its own; a folder with a model.onnx loads on onnxruntime by
+default (``Converter.from_pretrained``, ``pinzi convert``, ``pinzi serve``). ``--quantize int8``
+writes an onnxruntime dynamic-quantised graph (int8 weights, the embedding table included) as
+model.onnx.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ import torch
 from torch import nn
 
 from pinzi.backends import INPUTS, ONNX_FILE, OnnxScorer, onnxruntime_available
-from pinzi.converter import DECODING_FILE
+from pinzi.converter import DECODING_FILE, DecodingConfig
 from pinzi.errors import ModelLoadError, SettingsError
 from pinzi.hub import resolve_model
 from pinzi.model import PinziForPinyin, load_pretrained
-from pinzi.ngram import NGRAM_FILE
-from pinzi.tokenizer import VOCAB_FILE
+from pinzi.ngram import NGRAM_FILE, CharNgram
+from pinzi.tokenizer import TOKENIZER_CONFIG_FILE, VOCAB_FILE
+from pinzi.words import WORDS_FILE, WordModel
 
 QUANTIZE = ("int8",)
 OPSET = 17  # the first opset with a LayerNorm op; onnxruntime >= 1.14 runs it
@@ -71,7 +73,12 @@ def export_onnx(model: str | Path | None, out: str | Path, *, quantize: str | No
         raise ModelLoadError("exporting to ONNX needs onnx and onnxruntime: "
                              'pip install "pinzi[onnx]"')
     source = resolve_model(model)
-    net, _ = load_pretrained(PinziForPinyin, source)
+    net, tokenizer = load_pretrained(PinziForPinyin, source)
+    # The files copied beside the graph are read first: a damaged one is refused here, not
+    # where the exported folder is loaded.
+    DecodingConfig.load(source)
+    CharNgram.load(source, tokenizer.n_chars)
+    WordModel.load(source)
     graph = _CandidateScores(net).eval()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,7 +121,8 @@ def export_onnx(model: str | Path | None, out: str | Path, *, quantize: str | No
                              op_types_to_quantize=["MatMul", "Gather"])
         else:
             shutil.copyfile(float_path, out / ONNX_FILE)
-    for name in ("config.json", VOCAB_FILE, NGRAM_FILE, DECODING_FILE):
+    for name in ("config.json", VOCAB_FILE, TOKENIZER_CONFIG_FILE, NGRAM_FILE, WORDS_FILE,
+                 DECODING_FILE):
         if (source / name).exists() and (out / name).resolve() != (source / name).resolve():
             shutil.copyfile(source / name, out / name)
     return {"path": str(out / ONNX_FILE), "bytes": (out / ONNX_FILE).stat().st_size,
