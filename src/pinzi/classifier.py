@@ -31,7 +31,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pinzi.errors import DataError, ModelLoadError
-from pinzi.hub import model_config
+from pinzi.hub import CLASSIFIER_ARCHITECTURES, model_config
 from pinzi.io import LabelledTexts
 from pinzi.metrics import evaluate_logits, softmax
 from pinzi.model import PinziForClassification, load_pretrained
@@ -40,7 +40,6 @@ from pinzi.tokenizer import CLS_ID, PAD_ID, PinziTokenizer
 
 INFO_FILE = "classify.json"  # labels, columns, max_length, base, lora of a trained folder
 MAX_BATCH_ROWS = 256  # inference batches: at most this many texts, whatever the token budget
-CLASSIFIER_ARCHITECTURES = ("ForClassification", "ForSequenceClassification")
 
 
 @dataclass(frozen=True)
@@ -153,12 +152,8 @@ def load_model(folder: str, kind: str, *, what: str = "a classifier", new_head: 
     that also lacks weights of the base model itself gets a one-line warning naming them.
     """
     with quiet_loading(new_head):
-        if kind == "pinzi":
-            try:
-                return load_pretrained(PinziForClassification, folder, **overrides)
-            except ValueError as err:  # e.g. a vocabulary with a character twice
-                raise ModelLoadError(f"the model in {folder} cannot be loaded: {err}") from err
-
+        if kind == "pinzi":  # load_pretrained says itself what is damaged
+            return load_pretrained(PinziForClassification, folder, **overrides)
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder)
             model, loading = AutoModelForSequenceClassification.from_pretrained(

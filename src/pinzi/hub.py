@@ -10,8 +10,10 @@ machine come from that cache). When the hub cannot be reached (``HF_HUB_OFFLINE=
 answer within :data:`HUB_PROBE_SECONDS`), only the cache is looked at: the hub client would
 otherwise retry five times, half a minute, before failing.
 
-It also holds the checks every loader shares: :func:`damaged`, the one message of a model
-folder whose files cannot be used, and :func:`require_converter`.
+It also holds what every loader checks, without torch (the onnxruntime path has none):
+:func:`damaged`, the one message of a model folder with a file that cannot be used;
+:func:`check_config`, the sizes a pinzi ``config.json`` may have; :func:`require_converter`,
+which refuses a classifier or a LoRA adapter where a converter is expected.
 """
 
 from __future__ import annotations
