@@ -28,6 +28,16 @@ from pinzi.evaluate import FORMS, clauses_from_lines, evaluate_clauses, read_cla
 from pinzi.lexicon import Lexicon
 
 LEXICONS = {"attested": Lexicon.attested, "all": Lexicon.default}
+# option -> (DecodingConfig field, type, help): each takes comma-separated values to try.
+GRID = {
+    "weights": ("lm_weight", float, "n-gram weights"),
+    "readings": ("readings", int, "readings (segmentations) of the input decoded at most"),
+    "gaps": ("max_cost_gap", float, "decode readings costing at most this above the best"),
+    "reading-priors": ("reading_prior", float, "weights of log P(reading | character)"),
+    "word-weights": ("word_weight", float, "weights of the word model's score (0: chars alone)"),
+    "word-nbest": ("word_nbest", int, "conversions per reading the word model ranks again"),
+    "word-fitting": ("word_fitting", int, "fitting words kept per start position (0: none)"),
+}
 
 
 def numbers(kind):
@@ -61,18 +71,8 @@ def main() -> None:
     parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     parser.add_argument("--data", required=True, nargs="+",
                         help="a prepared folder, or validation text files")
-    parser.add_argument("--weights", type=numbers(float),
-                        help="n-gram weights [default: the model's]")
-    parser.add_argument("--readings", type=numbers(int),
-                        help="readings (segmentations) of the input decoded at most per line")
-    parser.add_argument("--gaps", type=numbers(float),
-                        help="decode readings costing at most this much above the best one")
-    parser.add_argument("--word-weights", type=numbers(float),
-                        help="weights of the word model's score (0: characters alone)")
-    parser.add_argument("--word-nbest", type=numbers(int),
-                        help="conversions per reading that the word model ranks again")
-    parser.add_argument("--word-fitting", type=numbers(int),
-                        help="fitting words kept per start position (0: none)")
+    for option, (_, kind, text) in GRID.items():
+        parser.add_argument(f"--{option}", type=numbers(kind), help=f"{text} [the model's]")
     parser.add_argument("--lexicons", default="attested",
                         help="candidates: attested (readings some word uses, the default) or all")
     parser.add_argument("--forms", default="spaced")
@@ -80,25 +80,18 @@ def main() -> None:
     args = parser.parse_args()
     sets = load_sets(args.data, args.limit)
     base = Converter.from_pretrained(args.model, backend=args.backend, threads=1)
-    for option, field in (("weights", "lm_weight"), ("readings", "readings"),
-                          ("gaps", "max_cost_gap"), ("word_weights", "word_weight"),
-                          ("word_nbest", "word_nbest"),
-                          ("word_fitting", "word_fitting")):  # unset: the model's own setting
-        if getattr(args, option) is None:
-            setattr(args, option, [getattr(base.decoding, field)])
+    grid = {field: getattr(args, option.replace("-", "_")) or [getattr(base.decoding, field)]
+            for option, (field, _, _) in GRID.items()}  # unset: the model's own setting
     counter = RowCounter(base.scorer)
     print(f"{sum(map(len, sets.values()))} validation clauses, {base.scorer.name} backend")
     for form in args.forms.split(","):
         if form not in FORMS:
             parser.error(f"unknown form {form}")
-        for lexicon, weight, readings, gap, word_weight, word_nbest, fitting in itertools.product(
-                args.lexicons.split(","), args.weights, args.readings, args.gaps,
-                args.word_weights, args.word_nbest, args.word_fitting):
+        for lexicon, *values in itertools.product(args.lexicons.split(","), *grid.values()):
             if lexicon not in LEXICONS:
                 parser.error(f"unknown lexicon {lexicon}")
-            decoding = dataclasses.replace(base.decoding, lm_weight=weight, readings=readings,
-                                           max_cost_gap=gap, word_weight=word_weight,
-                                           word_nbest=word_nbest, word_fitting=fitting)
+            settings = dict(zip(grid, values, strict=True))
+            decoding = dataclasses.replace(base.decoding, **settings)
             converter = Converter(counter, base.tokenizer, LEXICONS[lexicon](), ngram=base.ngram,
                                   decoding=decoding, words=base.words)
             correct = chars = clauses = 0
@@ -114,8 +107,9 @@ def main() -> None:
                     print(f"  {name:<30} char acc {100 * result['char_acc']:.2f}  "
                           f"exact {100 * result['exact']:.2f}")
             per_clause = (time.perf_counter() - start) / clauses * 1000
-            print(f"{form:<12} {lexicon:<8} weight {weight:<4} readings {readings} gap {gap:<5} "
-                  f"words {word_weight:<4} x{word_nbest:<3} fit {fitting:<3} "
+            shown = " ".join(f"{option} {value:<4}" for option, value
+                             in zip(GRID, values, strict=True))
+            print(f"{form:<12} {lexicon:<8} {shown} "
                   f"char acc {100 * correct / chars:.2f}  rows {counter.rows / clauses:.2f}  "
                   f"{per_clause:.1f} ms/clause", flush=True)
 

@@ -199,14 +199,11 @@ def test_several_user_words_go_in_place_together_without_overlapping() -> None:
     assert place_user_words(found, positions, UserDict(), [False] * 4) == found
 
 
-def test_userdict_lookups() -> None:
+def test_userdict_add_and_truth() -> None:
     userdict = UserDict({"北京": 1.0})
     userdict.add("北京大学", 2.0)
-    assert userdict.continuations("我") == {"北"}  # the empty suffix starts any word
-    assert userdict.continuations("我北") == {"京", "北"}
-    assert userdict.continuations("北京大") == {"学", "北"}
-    assert userdict.in_progress("我北京大")
-    assert not userdict.in_progress("我北京大学")
+    userdict.add("天安门")
+    assert userdict.words == {"北京": 1.0, "北京大学": 2.0, "天安门": DEFAULT_WORD_WEIGHT}
     assert not UserDict() and userdict
 
 
@@ -220,8 +217,6 @@ def test_userdict_load_parses_weights_comments_and_blank_lines(tmp_path) -> None
     userdict = UserDict.load(path)
     assert userdict.words == {"音航": 5.0, "北京": DEFAULT_WORD_WEIGHT, "天安门": -1.5,
                               "西安": 0.0}
-    assert userdict.in_progress("我去天安")  # loaded words are indexed too
-    assert userdict.continuations("") == {"音", "北", "天", "西"}
 
 
 @pytest.mark.parametrize(("lines", "message"), [
@@ -268,15 +263,41 @@ def test_k_larger_than_the_possible_texts_returns_all_of_them() -> None:
     assert beam_search([], k=3) == [("", 0.0)]
 
 
-def test_kept_words_survive_the_beam_without_a_bonus_and_start_where_allowed() -> None:
-    positions = [position(FOUR, FOUR_SCORES)] * 3
-    keep = UserDict({"丁丙丁": 0.0})
+def test_kept_words_survive_the_beam_without_a_bonus_from_where_they_start() -> None:
+    positions = [position(FOUR, FOUR_SCORES)] * 4
     # beam 2, expand 1: without help only 甲 is ever expanded.
-    assert beam_search(positions, beam=2, expand=1, k=4)[0][0] == "甲甲甲"
-    found = dict(beam_search(positions, beam=2, expand=1, k=8, keep=keep,
-                             starts=[{"丁"}, set(), set()]))
-    assert found["丁丙丁"] == pytest.approx(-3.0 - 2.0 - 3.0)  # kept alive, no bonus
-    # A kept word may start only where `starts` allows it: here nowhere.
-    nowhere = dict(beam_search(positions, beam=2, expand=1, k=8, keep=keep,
-                               starts=[set(), set(), set()]))
-    assert "丁丙丁" not in nowhere
+    assert beam_search(positions, beam=2, expand=1, k=4)[0][0] == "甲甲甲甲"
+    found = dict(beam_search(positions, beam=2, expand=1, k=8, keep=[(0, "丁丙丁")]))
+    assert found["丁丙丁甲"] == pytest.approx(-3.0 - 2.0 - 3.0 - 0.1)  # kept alive, no bonus
+    # A kept word is spelled from its own start only.
+    later = dict(beam_search(positions, beam=2, expand=1, k=8, keep=[(1, "丁丙丁")]))
+    assert "甲丁丙丁" in later and not any(text.startswith("丁") for text in later)
+    # Two words kept across the same positions, one starting inside the other: with expand 1,
+    # only the kept words reach past 甲 (k is wide, so nothing spelled is lost to the beam).
+    both = dict(beam_search(positions, beam=1, expand=1, k=100,
+                            keep=[(0, "丙丙丙丙"), (2, "丁丁")]))
+    assert {"丙丙丙丙", "甲甲丁丁"} <= set(both)
+    for text in both:  # 丙 only as the start of 丙丙丙丙, 丁 only as that of 丁丁 at 2
+        for i, char in enumerate(text):
+            assert char == "甲" or (char == "丙" and text[:i + 1] == "丙丙丙丙"[:i + 1]) or (
+                char == "丁" and i >= 2 and text[2:i + 1] == "丁丁"[:i - 1]), text
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_kept_words_never_lose_the_exhaustive_best_with_a_wide_beam(seed: int) -> None:
+    rng = np.random.default_rng(300 + seed)
+    positions = random_positions(rng, (3, 4), (2, 5))
+    lm = random_ngram(rng)
+    keep = []
+    for _ in range(3):  # words spelled from the positions' own candidates
+        start = int(rng.integers(0, len(positions) - 1))
+        length = int(rng.integers(2, len(positions) - start + 1))
+        keep.append((start, "".join(str(rng.choice(list(p.chars)))
+                                    for p in positions[start:start + length])))
+    wide = int(np.prod([len(p.chars) for p in positions]))
+    found = beam_search(positions, beam=wide, expand=5, k=wide, lm=lm, lm_weight=0.7, keep=keep)
+    assert_same(found, exhaustive(positions, lm, 0.7))
+    # Expanding only the best candidate, every kept word is still spelled where it starts.
+    narrow = beam_search(positions, beam=1, expand=1, k=wide, keep=keep, lm=lm, lm_weight=0.7)
+    for start, word in keep:
+        assert any(text[start:start + len(word)] == word for text, _ in narrow)

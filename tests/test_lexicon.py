@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import doctest
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,26 @@ def test_chars_for_piece(lex: Lexicon) -> None:
     assert {"子", "知", "之"} <= set(union) and len(union) == len(set(union))
     assert union.index("之") < union.index("滓")
     assert lex.chars_for_piece(parse("iPhone")[0]) == ()
+
+
+def test_reading_logprobs_are_shares_of_each_characters_uses(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.tsv"
+    path.write_text("乐\t10\tle yue\t3 7\n了\t20\tle liao\t0 0\n", encoding="utf-8")
+    lex = Lexicon.from_file(path)
+    (le,) = parse("le")
+    (initial,) = parse("l")
+    # One use more per reading: 乐 is read le (3 + 1) of (3 + 7 + 2) times.
+    assert lex.reading_logprobs(le, ["乐", "了"]) == pytest.approx(
+        [math.log(4 / 12), math.log(1 / 2)])  # 了 has no counts: its readings share evenly
+    assert lex.reading_logprobs(initial, ["乐", "了"]) == pytest.approx(
+        [math.log(4 / 12), 0.0])  # 了's readings all start with l
+    assert lex.reading_logprobs(le, ["中"]) == [-math.inf]  # not read so, not even known
+
+
+def test_a_rare_reading_is_improbable(lex: Lexicon) -> None:
+    (zong,) = parse("zong")
+    rare, common = lex.reading_logprobs(zong, ["从", "总"])
+    assert rare < math.log(1e-4) and common == pytest.approx(0.0, abs=1e-3)
 
 
 def test_from_file(tmp_path: Path) -> None:

@@ -86,6 +86,18 @@ def test_words_fitting_the_typed_pieces():
     assert model.fitting([frozenset({"bei", "fei"}), jing]) == [(0, "北京"), (0, "背景")]
 
 
+def test_a_long_fitting_word_is_not_crowded_out_by_short_ones():
+    readings = {"生日": "sheng'ri", "私人": "si'ren", "散热": "san're",
+                "生日快乐": "sheng'ri'kuai'le"}
+    model = WordModel({w: -float(i) for i, w in enumerate(readings)}, readings)
+    s = frozenset({"sheng", "si", "san"})  # s: its syllables, sh's too (srkl)
+    r, kuai, le = frozenset({"ri", "ren", "re"}), frozenset({"kuai"}), frozenset({"le"})
+    # One word per start and length: the two-syllable words compete, the long one has its own.
+    assert model.fitting([s, r, kuai, le], per_start=1) == [(0, "生日"), (0, "生日快乐")]
+    assert model.fitting([s, r, kuai, le], per_start=2) == [(0, "生日"), (0, "私人"),
+                                                            (0, "生日快乐")]
+
+
 def test_words_rerank_the_converters_nbest(tiny_model):
     plain = Converter.from_pretrained(tiny_model, backend="torch")
     assert plain.words is None  # the tiny model has no word list
@@ -116,7 +128,6 @@ def test_from_pretrained_reads_the_folders_word_list(tiny_model, tmp_path):
 
 def test_fitting_words_are_looked_for_in_input_method_buffers_only():
     converter = Converter.from_pretrained()  # the shipped model: its words fit typed pieces
-    keep, starts = converter._fitting_words(parse("bj"))
-    assert "北京" in keep.words and "北" in starts[0]
-    keep, starts = converter._fitting_words(parse("bj" * (FITTING_PIECES // 2 + 1)))
-    assert not keep and starts is None  # a pasted text or a hostile client: characters alone
+    assert (0, "北京") in converter._fitting_words(parse("bj"))
+    # a pasted text or a hostile client: characters alone
+    assert converter._fitting_words(parse("bj" * (FITTING_PIECES // 2 + 1))) == []

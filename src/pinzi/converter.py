@@ -62,6 +62,9 @@ class DecodingConfig:
     # still read so.
     max_cost_gap: float = 10
     reading_penalty: float = 1.0  # log-score cost per rank of a less likely reading
+    # Weight of log P(reading | character), from the lexicon's per-reading counts: a
+    # polyphone's rare reading (从 read zong: 3 uses in 163,484) costs what it is rare.
+    reading_prior: float = 0.0
     # Word knowledge (pinzi.words, when the folder has words.tsv.gz): the n-best conversions
     # of each reading are ranked again with this weight times their best segmentation's
     # word log-probability. 0: characters alone.
@@ -203,10 +206,9 @@ class Converter:
             found = beam_search(positions, beam=decoding.beam, k=k, lm=self.ngram,
                                 lm_weight=decoding.lm_weight)
         else:
-            keep, starts = self._fitting_words(reading)
             found = beam_search(positions, beam=decoding.beam, k=max(k, decoding.word_nbest),
-                                lm=self.ngram, lm_weight=decoding.lm_weight, keep=keep,
-                                starts=starts)
+                                lm=self.ngram, lm_weight=decoding.lm_weight,
+                                keep=self._fitting_words(reading))
             found = [(text, score + decoding.word_weight * self.words.score(text))
                      for text, score in found]
             found.sort(key=lambda item: (-item[1], item[0]))
@@ -215,29 +217,28 @@ class Converter:
             found = place_user_words(found, positions, userdict, abbreviated)
         return found[:k]
 
-    def _fitting_words(self, reading: list[Piece]) -> tuple[UserDict, list[set[str]] | None]:
-        """The listed words that fit the reading's pieces (``word_fitting`` per start, the
-        most probable first), to be kept alive in the beam while they are spelled, and per
-        position the first characters of those that start there."""
+    def _fitting_words(self, reading: list[Piece]) -> list[tuple[int, str]]:
+        """``(start, word)`` of the listed words that fit the reading's pieces
+        (``word_fitting`` per start and length, the most probable first), to be kept alive in
+        the beam while they are spelled."""
         pinyin_pieces = sum(p.kind != "other" for p in reading)
         if not self.decoding.word_fitting or pinyin_pieces > FITTING_PIECES:
-            return UserDict(), None
+            return []
         allowed = [frozenset(p.syllables) if p.kind != "other" else None for p in reading]
-        starts: list[set[str]] = [set() for _ in reading]
-        keep = {}
-        for start, word in self.words.fitting(allowed, self.decoding.word_fitting):
-            starts[start].add(word[0])
-            keep[word] = 0.0
-        return UserDict(keep), starts
+        return self.words.fitting(allowed, self.decoding.word_fitting)
 
     def _kept_letters(self, reading: list[Piece]) -> int:
         """Letters a reading copies to the output: those of pass-through text, and pinyin
         pieces that no character of the vocabulary reads (``eng``)."""
         return sum(sum(c.isalpha() for c in p.text) if p.kind == "other"
-                   else len(p.text) * (len(self._candidates(p)) == 0) for p in reading)
+                   else len(p.text) * (len(self._candidates(p)[0]) == 0) for p in reading)
 
-    def _piece_candidates(self, piece: Piece) -> np.ndarray:
-        return self.tokenizer.piece_candidates(self.lexicon, piece).astype(np.int64)
+    def _piece_candidates(self, piece: Piece) -> tuple[np.ndarray, np.ndarray]:
+        """A piece's candidates (indices in the tokenizer's char section) and the
+        log-probability of each being read as the piece says."""
+        ids = self.tokenizer.piece_candidates(self.lexicon, piece).astype(np.int64)
+        prior = self.lexicon.reading_logprobs(piece, self._chars[ids])
+        return ids, np.asarray(prior, dtype=np.float32)
 
     def _encode(self, reading: list[Piece], context: str) -> tuple[list[int], list[int]]:
         """Token ids of context + reading, and the index of each pinyin piece's token."""
@@ -268,7 +269,8 @@ class Converter:
             attention[row, : len(ids)] = 1
             slots += [row * T + slot for slot in row_slots]
         pieces = [piece for reading in readings for piece in reading if piece.kind != "other"]
-        candidates = [self._candidates(piece) for piece in pieces]
+        candidates, priors = zip(*map(self._candidates, pieces), strict=True) if pieces \
+            else ((), ())
         sizes = [len(c) for c in candidates]
         logits = np.zeros(0, dtype=np.float32)
         if sum(sizes):
@@ -276,17 +278,20 @@ class Converter:
                                  np.concatenate(candidates),
                                  np.repeat(np.arange(len(pieces), dtype=np.int64), sizes))
         ends = np.cumsum(sizes)
-        positions = iter([self._position(piece, c, logits[end - len(c):end])
-                          for piece, c, end in zip(pieces, candidates, ends, strict=True)])
+        positions = iter([self._position(piece, c, logits[end - len(c):end], prior)
+                          for piece, c, prior, end in zip(pieces, candidates, priors, ends,
+                                                          strict=True)])
         return [[piece.output if piece.kind == "other" else next(positions) for piece in reading]
                 for reading in readings]
 
-    def _position(self, piece: Piece, candidates: np.ndarray,
-                  logits: np.ndarray) -> Position | str:
+    def _position(self, piece: Piece, candidates: np.ndarray, logits: np.ndarray,
+                  prior: np.ndarray) -> Position | str:
         if len(candidates) == 0:  # nothing in the vocabulary reads this way: keep the letters
             return piece.text
         shifted = logits - logits.max()
         scores = shifted - np.log(np.exp(shifted).sum())  # log-softmax over the candidates
+        if self.decoding.reading_prior:
+            scores = scores + self.decoding.reading_prior * prior
         order = np.argsort(-scores, kind="stable")
         return Position(self._chars[candidates[order]], candidates[order], scores[order])
 

@@ -14,6 +14,7 @@ its weight over the conversion it replaces, whatever the model thinks of it.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,39 +63,8 @@ class UserDict:
             words[parts[0]] = weight
         return cls(words)
 
-    def __post_init__(self) -> None:
-        self._next: dict[str, set[str]] = {}  # proper prefix of a word -> chars that follow it
-        self._longest = 0
-        # Characters inside some word (not its last): most extensions of a hypothesis end with
-        # none of them, and are answered without looking at any suffix.
-        self._inner_chars: set[str] = set()
-        for word in list(self.words):
-            self._index(word)
-
-    def _index(self, word: str) -> None:
-        for i in range(len(word)):
-            self._next.setdefault(word[:i], set()).add(word[i])
-        self._longest = max(self._longest, len(word))
-        self._inner_chars.update(word[:-1])
-
     def add(self, word: str, weight: float = DEFAULT_WORD_WEIGHT) -> None:
         self.words[word] = weight
-        self._index(word)
-
-    def continuations(self, text: str, starts: set[str] | None = None) -> set[str]:
-        """Characters that extend some suffix of ``text`` towards a word; for the empty suffix,
-        the first characters of every word, or ``starts`` when given."""
-        found = set(self._next.get("", ())) if starts is None else set(starts)
-        for start in range(max(0, len(text) - self._longest + 1), len(text)):
-            found |= self._next.get(text[start:], set())
-        return found
-
-    def in_progress(self, text: str) -> bool:
-        """Whether ``text`` ends with the beginning (not the whole) of some user word."""
-        if not text or text[-1] not in self._inner_chars:
-            return False
-        return any(text[start:] in self._next
-                   for start in range(max(0, len(text) - self._longest + 1), len(text)))
 
     def __bool__(self) -> bool:
         return bool(self.words)
@@ -112,19 +82,17 @@ class Position:
 
 def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 1,
                 expand: int = 8, lm: CharNgram | None = None, lm_weight: float = 0.0,
-                keep: UserDict | None = None,
-                starts: Sequence[set[str]] | None = None) -> list[tuple[str, float]]:
+                keep: Sequence[tuple[int, str]] = ()) -> list[tuple[str, float]]:
     """The ``k`` best conversions of a line as (text, log-score), best first.
 
     ``positions`` mixes :class:`Position` (to decide) and plain strings (pass-through text that
     is copied as is). Each hypothesis is extended with the ``expand`` best candidates; its score
     adds the model's log-probability and ``lm_weight`` times the n-gram log-probability given
     the previous two characters. The scores factorise without a language model, and the search
-    is then exact for the top ``k`` when ``beam >= k`` and ``expand >= k``. The words of
-    ``keep`` are spelled even from candidates beyond ``expand``, and hypotheses in the middle of
-    one are kept beyond the beam (up to ``beam`` more) so that the word can complete; each
-    starts only where ``starts`` allows it (``starts[i]``: the first characters of the words
-    that fit the input from position ``i``; None: anywhere).
+    is then exact for the top ``k`` when ``beam >= k`` and ``expand >= k``. ``keep`` lists
+    words to keep alive, each with the index of the position it starts at: a hypothesis that
+    has spelled a word's start there is extended with its next character even beyond
+    ``expand``, and kept beyond the beam (up to ``beam`` more) while it spells the word.
 
     Every hypothesis has taken one candidate per position, so two extensions never spell the
     same text and the beam needs no merging: the scores of all extensions are one numpy array.
@@ -132,6 +100,7 @@ def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 
     use_lm = lm is not None and lm_weight > 0
     bos = lm.bos if lm is not None else -1
     width = max(beam, k)
+    spelled = _spelled_at(keep)
     texts = [""]
     scores = np.zeros(1)
     before2 = before1 = np.full(1, bos, dtype=np.int64)  # the two characters before: none yet
@@ -144,10 +113,9 @@ def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 
         # Every hypothesis x its top candidates, plus the candidates beyond `top` that continue
         # a word being spelled; then all their scores at once.
         rows, picks = np.divmod(np.arange(len(texts) * top), top)
-        if keep:
-            index = {c: i for i, c in enumerate(position.chars)}
-            step_starts = starts[step] if starts is not None else None
-            extra_rows, extra_picks = _spelling_candidates(index, texts, top, keep, step_starts)
+        spelling_here = spelled.get(step, ())
+        if spelling_here:
+            extra_rows, extra_picks = _spelling_candidates(position, texts, top, spelling_here)
             rows = np.concatenate([rows, extra_rows])
             picks = np.concatenate([picks, extra_picks])
         totals = scores[rows] + position.scores[picks]
@@ -155,14 +123,15 @@ def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 
             totals += lm_weight * lm.score(before2[rows], before1[rows], position.ids[picks])
         order = np.argsort(-totals, kind="stable")
         kept = order[:width]
-        if keep:  # a word still being spelled survives the beam until it completes
-            # Only an extension by a character inside some word can be in the middle of one.
-            inner = np.zeros(len(position.chars), dtype=bool)
-            inner[[index[c] for c in keep._inner_chars if c in index]] = True
-            rest = order[width:]
+        unfinished = {prefix + char for prefix, char, last in spelling_here if not last}
+        if unfinished:  # a word still being spelled survives the beam until it completes
+            inner = {spelled[-1] for spelled in unfinished}
+            sizes = {len(spelled) for spelled in unfinished}
             spelling = []
-            for j in rest[inner[picks[rest]]].tolist():
-                if keep.in_progress(texts[rows[j]] + position.chars[picks[j]]):
+            for j in order[width:].tolist():
+                char = position.chars[picks[j]]
+                if char in inner and any((texts[rows[j]] + char)[-size:] in unfinished
+                                         for size in sizes):
                     spelling.append(j)
                     if len(spelling) == width:
                         break
@@ -175,14 +144,25 @@ def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 
     return [(text, float(score)) for text, score in zip(texts[:k], scores[:k], strict=False)]
 
 
-def _spelling_candidates(index: dict[str, int], texts: list[str], top: int, keep: UserDict,
-                         starts: set[str] | None) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, picks) of the candidates beyond ``top`` (``index``: a position's candidate ->
-    its rank) that continue a word of ``keep`` being spelled."""
-    extra = [(row, index[c]) for row, text in enumerate(texts)
-             for c in sorted(keep.continuations(text, starts))
-             if c in index and index[c] >= top]
-    found = np.array(extra, dtype=np.int64).reshape(-1, 2)
+def _spelled_at(keep: Sequence[tuple[int, str]]) -> dict[int, list[tuple[str, str, bool]]]:
+    """Per position, (what a word has spelled before it, its character there, whether that
+    is its last) of every kept word spelled across it."""
+    spelled: dict[int, list[tuple[str, str, bool]]] = defaultdict(list)
+    for start, word in keep:
+        for i, char in enumerate(word):
+            spelled[start + i].append((word[:i], char, i == len(word) - 1))
+    return spelled
+
+
+def _spelling_candidates(position: Position, texts: list[str], top: int,
+                         spelling: list[tuple[str, str, bool]]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, picks) of the candidates beyond ``top`` that continue a kept word a hypothesis
+    is spelling."""
+    rank = {c: i for i, c in enumerate(position.chars)}
+    extra = {(row, rank[char]) for prefix, char, _ in spelling
+             if rank.get(char, -1) >= top
+             for row, text in enumerate(texts) if text.endswith(prefix)}
+    found = np.array(sorted(extra), dtype=np.int64).reshape(-1, 2)
     return found[:, 0], found[:, 1]
 
 

@@ -9,6 +9,7 @@ a typed piece to the characters that can be read that way.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterable
 from importlib import resources
 from os import PathLike
@@ -113,6 +114,26 @@ class Lexicon:
             for ch in self.chars_for(syllable):
                 best[ch] = max(best.get(ch, 0), self._weight[syllable, ch])
         return tuple(sorted(best, key=lambda ch: (-best[ch], self._rank[ch])))
+
+    def reading_logprobs(self, piece: Piece, chars: Iterable[str]) -> list[float]:
+        """Per char, the log-probability that it is read as the piece says: the share of its
+        counted uses that have one of the piece's syllables (for an initial, every syllable
+        with that initial), smoothed by one use per reading so that no share is zero. A
+        character without counts shares evenly among its readings.
+
+        >>> round(Lexicon.default().reading_logprobs(Piece("zong", "syllable", ("zong",)),
+        ...                                          ["从", "总"])[0], 1)
+        -10.6
+        """
+        found = []
+        for ch in chars:
+            readings = self._readings.get(ch, ())
+            counts = [self._weight[r, ch] for r in readings]
+            matching = sum(n + 1 for r, n in zip(readings, counts, strict=True)
+                           if r in piece.syllables)
+            total = sum(counts) + len(readings)
+            found.append(math.log(matching / total) if matching else -math.inf)
+        return found
 
     def syllables_for(self, char: str) -> tuple[str, ...]:
         """The readings of a character, its most used one first; () if unknown."""

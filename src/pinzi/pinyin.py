@@ -329,12 +329,17 @@ def fuzzy_variants(syllable: str, fuzzy: frozenset[str]) -> list[str]:
 
 
 
+# An initial typed alone stands for the syllables it starts: z for zh as well as z (srkl ->
+# 生日快乐), as input methods' abbreviations (简拼) take the first letter; zh still means zh only.
+_ABBREVIATED_BY = {"z": ("z", "zh"), "c": ("c", "ch"), "s": ("s", "sh")}
+
+
 @lru_cache(maxsize=8192)
 def _pinyin_piece(text: str, kind: str, fuzzy: frozenset[str]) -> Piece:
     if kind == "syllable":
         base = [_SPELLINGS[text]]
     elif kind == "initial":
-        base = [s for s in SYLLABLES if initial_of(s) == text]
+        base = [s for s in SYLLABLES if initial_of(s) in _ABBREVIATED_BY.get(text, (text,))]
     else:
         base = list(_PREFIXES[text])
     if fuzzy:

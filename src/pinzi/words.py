@@ -90,7 +90,8 @@ class WordModel:
         """``(start, word)`` of listed words of two or more characters whose reading fits the
         typed pieces from ``start`` on: each syllable among the syllables its piece may be
         (``allowed[i]``; None where a piece is not pinyin). At most ``per_start`` words per
-        start, the most probable first."""
+        start and length, the most probable first: a long word (生日快乐 for ``srkl``) is not
+        crowded out by the many short ones that fit its first pieces."""
         by_syllables, by_initials = self._indexes
         words, readings = self._ranked
         found = []
@@ -98,21 +99,24 @@ class WordModel:
             first, second = allowed[start], allowed[start + 1]
             if not first or not second:
                 continue
-            if len(first) == 1 and len(second) == 1:  # two syllables typed whole: exact
-                buckets = [by_syllables.get((next(iter(first)), next(iter(second))), ())]
+            exact = len(first) == 1 and len(second) == 1  # two syllables typed whole
+            if exact:
+                pairs = [(next(iter(first)), next(iter(second)))]
             else:
-                buckets = [by_initials.get((a, b), ()) for a in {_KEYS[s] for s in first}
-                           for b in {_KEYS[s] for s in second}]
-            fits = 0
-            for rank in heapq.merge(*buckets):  # ranks: the most probable first
-                syllables = readings[rank].split("'")
-                if start + len(syllables) <= len(allowed) and all(
-                        allowed[start + i] and syllable in allowed[start + i]
-                        for i, syllable in enumerate(syllables)):
-                    found.append((start, words[rank]))
-                    fits += 1
-                    if fits == per_start:
-                        break
+                pairs = [(a, b) for a in {_KEYS[s] for s in first}
+                         for b in {_KEYS[s] for s in second}]
+            index = by_syllables if exact else by_initials
+            for length in range(2, len(allowed) - start + 1):
+                buckets = [index.get((a, b, length), ()) for a, b in pairs]
+                fits = 0
+                for rank in heapq.merge(*buckets):  # ranks: the most probable first
+                    syllables = readings[rank].split("'")
+                    if all(allowed[start + i] and syllable in allowed[start + i]
+                           for i, syllable in enumerate(syllables[2:], 2)):
+                        found.append((start, words[rank]))
+                        fits += 1
+                        if fits == per_start:
+                            break
         return found
 
     @cached_property
@@ -123,16 +127,17 @@ class WordModel:
     @cached_property
     def _indexes(self) -> tuple[dict, dict]:
         """The ranks of the INDEXED most probable words of two or more syllables, by their
-        first two syllables and by the initials of those; each bucket in rank order."""
-        by_syllables: dict[tuple[str, str], list[int]] = {}
-        by_initials: dict[tuple[str, str], list[int]] = {}
+        first two syllables and their length in syllables, and by the initials of those two
+        and the length; each bucket in rank order."""
+        by_syllables: dict[tuple[str, str, int], list[int]] = {}
+        by_initials: dict[tuple[str, str, int], list[int]] = {}
         for rank, reading in enumerate(self._ranked[1][:INDEXED]):
-            first, _, rest = reading.partition("'")
-            if not rest:
+            syllables = reading.split("'")
+            if len(syllables) < 2:
                 continue
-            second = rest.partition("'")[0]
-            by_syllables.setdefault((first, second), []).append(rank)
-            by_initials.setdefault((_KEYS[first], _KEYS[second]), []).append(rank)
+            first, second, length = syllables[0], syllables[1], len(syllables)
+            by_syllables.setdefault((first, second, length), []).append(rank)
+            by_initials.setdefault((_KEYS[first], _KEYS[second], length), []).append(rank)
         return by_syllables, by_initials
 
     def _score(self, text: str) -> float:
