@@ -56,9 +56,10 @@ def tiny_model(tiny_corpus, tmp_path_factory) -> Path:
     return out
 
 
-# A few steps with a high learning rate: enough to move every adapter weight.
+# A few steps with a high learning rate: enough to move every adapter weight. One batch a
+# step, where fine-tuning's defaults accumulate several.
 QUICK = dict(max_steps=12, eval_every=6, save_every=6, batch_tokens=512, warmup_steps=2,
-             learning_rate=1e-2, log_every=3)
+             learning_rate=1e-2, log_every=3, grad_accum=1)
 
 
 @pytest.fixture(scope="session")

@@ -223,7 +223,9 @@ class Oracle(nn.Module):
 @pytest.mark.parametrize("wrong", [False, True])
 def test_evaluate_scores_full_syllables_of_the_first_eval_lines(tokenizer, tables, wrong):
     valid = SENTENCES * 10  # 150 lines: three batches of 64, only eval_lines of them read
-    task = make_task(tokenizer, tables, valid=valid, eval_lines=100, initial_rate=0.5)
+    # batches of 64 lines: as many as batch_tokens holds lines of max_length (128) tokens
+    task = make_task(tokenizer, tables, valid=valid, batch_tokens=64 * 128, eval_lines=100,
+                     initial_rate=0.5)
     model = Oracle(wrong)
     assert task.evaluate(model) == {"loss": 0.5, "char_acc": 0.0 if wrong else 1.0}
     assert len(model.seen) == 2

@@ -14,7 +14,15 @@ from typer.testing import CliRunner
 from pinzi.cli import app
 from pinzi.converter import Converter
 from pinzi.errors import DataError, ModelLoadError, SettingsError, TrainingError
-from pinzi.finetune import finetune, merge
+from pinzi.evaluate import read_clauses, split_clauses
+from pinzi.finetune import (
+    DEFAULT_EVAL_LIMIT,
+    DEFAULT_GENERAL_TEST,
+    DEFAULTS,
+    SECTIONS,
+    finetune,
+    merge,
+)
 from pinzi.lora import (
     ADAPTER_BASE,
     ADAPTER_CONFIG,
@@ -25,7 +33,9 @@ from pinzi.lora import (
     set_adapter_enabled,
 )
 from pinzi.model import PinziConfig, PinziForPinyin, load_pretrained
+from pinzi.settings import resolve
 from pinzi.tokenizer import PinziTokenizer
+from pinzi.train import TrainConfig
 
 runner = CliRunner()
 
@@ -178,6 +188,21 @@ def test_full_finetune_writes_the_report(tiny_model, tiny_corpus, tmp_path):
     assert Converter.from_pretrained(out).convert("woaibeijingtiananmen") == "我爱北京天安门"
 
 
+def test_the_shipped_general_test_is_everyday_hanzi_that_evaluates_whole():
+    lines = DEFAULT_GENERAL_TEST.read_text(encoding="utf-8").splitlines()
+    assert len(lines) >= 300 and len(set(lines)) == len(lines) and all(lines)
+    clauses = read_clauses(DEFAULT_GENERAL_TEST)
+    # every clause is all hanzi that pypinyin reads: none is dropped from the evaluation
+    assert len(clauses) == sum(len(split_clauses(line)) for line in lines)
+    assert len(clauses) >= DEFAULT_EVAL_LIMIT
+
+
+def test_finetuning_batches_are_smaller_but_a_step_sees_as_many_tokens():
+    train = resolve(SECTIONS, DEFAULTS)["train"]
+    assert train.batch_tokens * train.grad_accum == TrainConfig().batch_tokens
+    assert train.batch_tokens < TrainConfig().batch_tokens  # the peak memory scales with it
+
+
 def test_finetune_bad_inputs_are_clear_errors(tiny_model, tiny_corpus, tmp_path):
     with pytest.raises(TrainingError, match="not a prepared dataset"):
         finetune(tiny_model, tmp_path, tmp_path / "a", lora=True, progress=False)
@@ -195,10 +220,11 @@ def test_cli_finetune_convert_and_merge(lora_run, tiny_model, tiny_corpus, tmp_p
     result = runner.invoke(app, [
         "finetune", "--base", str(tiny_model), "--data", str(tiny_corpus), "--out", str(out),
         "--lora", "--rank", "2", "--alpha", "4", "--targets", "qkv,mlp.2", "--max-steps", "4",
-        "--set", "eval_every=2", "--set", "batch_tokens=512", "--eval-limit", "5",
-        "--domain-test", str(tiny_corpus.parent / "train.txt")])
+        "--set", "eval_every=2", "--set", "batch_tokens=512", "--set", "grad_accum=1",
+        "--eval-limit", "5", "--domain-test", str(tiny_corpus.parent / "train.txt")])
     assert result.exit_code == 0, result.output
     assert f"| domain: {tiny_corpus.parent.name}/train.txt | 5 |" in result.stdout
+    assert "| general: resources/general_test.txt | 5 |" in result.stdout  # shipped by default
     config = json.loads((out / ADAPTER_CONFIG).read_text())
     assert config["r"] == 2 and sorted(config["target_modules"]) == ["mlp.2", "qkv"]
     assert json.loads((out / "report.json").read_text())["training"]["steps"] == 4

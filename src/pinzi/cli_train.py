@@ -115,7 +115,7 @@ def finetune(
         help="Domain test file, repeatable (default: the dataset's test split).")] = None,
     general_test: Annotated[list[Path] | None, typer.Option(
         help="General test file, repeatable "
-             "(default: ../shared/data/sighan2005/pku_test.txt.gz if present).")] = None,
+             "(default: a small general test that ships with pinzi).")] = None,
     eval_limit: Annotated[int, typer.Option(
         min=0, help="Clauses per test set in the before/after report; 0: no report.")] = 500,
     eval_form: Annotated[Literal[FORMS], typer.Option(
@@ -126,7 +126,7 @@ def finetune(
 
     Continues the pinyin objective on the domain's prepared text (full fine-tuning, or a LoRA
     adapter with --lora), stops early on its valid split, then compares the base and the result
-    on the domain's test split and a general news test: OUT/report.md, .json, .png. See
+    on the domain's test split and a general test: OUT/report.md, .json, .png. See
     docs/finetune.md.
     """
     from pinzi.finetune import finetune as run_finetune

@@ -163,8 +163,11 @@ class PinyinDenoisingTask:
         lines = np.arange(min(len(corpus), self.noise.eval_lines))
         device = next(model.parameters()).device
         total_loss, correct, count, batches = 0.0, 0, 0, 0
-        for begin in range(0, len(lines), 64):
-            chars, syllables, lengths = corpus.gather(lines[begin : begin + 64],
+        # As many lines as a training batch holds tokens: every position is scored over all
+        # characters here, so the batch size bounds the memory of validation too.
+        rows = max(1, self.batch_tokens // self.noise.max_length)
+        for begin in range(0, len(lines), rows):
+            chars, syllables, lengths = corpus.gather(lines[begin : begin + rows],
                                                       self.noise.max_length)
             batch = self._noised(chars, syllables, lengths, None, everything=True)
             if not (batch["labels"] != -100).any():
