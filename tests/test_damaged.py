@@ -130,6 +130,18 @@ def test_a_classifier_is_refused_by_convert_and_eval(classifier_folder, tmp_path
         assert f"{classifier_folder} is a classifier, not a converter" in result.stderr
 
 
+def test_a_folder_of_no_model_or_of_another_kind_says_so(tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text('{"model_type": "bert"}')
+    for folder, problem in (("runs", "is not a model folder (no config.json in it)"),
+                            ("bert", "is not a pinzi converter (its config.json has model_type "
+                                     "'bert')")):
+        result = runner.invoke(app, ["convert", "-m", str(tmp_path / folder), "nihao"])
+        assert result.exit_code == 2
+        assert result.stderr == f"error: {tmp_path / folder} {problem}\n"
+
+
 def test_an_adapter_given_as_the_model_says_merge_it_first(tmp_path):
     adapter = tmp_path / "adapter"  # what `pinzi finetune --lora` leaves: no config.json
     adapter.mkdir()

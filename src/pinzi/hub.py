@@ -178,19 +178,23 @@ def check_config(values: Mapping[str, Any]) -> None:
 
 def require_converter(folder: Path, name: str | Path | None = None) -> None:
     """:class:`ModelLoadError` unless ``folder`` holds a converter: a LoRA adapter must be
-    merged first, a text classifier converts nothing (its head is not a converter's), and a
-    config.json with impossible sizes is :func:`damaged`, whichever engine runs the model."""
+    merged first, a text classifier converts nothing (its head is not a converter's), a model
+    of another kind is no pinzi model, and a config.json with impossible sizes is
+    :func:`damaged`, whichever engine runs the model."""
     name = folder if name is None else name
     if not (folder / CONFIG_FILE).is_file():
         if (folder / ADAPTER_CONFIG_FILE).is_file():
             raise ModelLoadError(f"{name} is a LoRA adapter, not a model: merge it first "
                                  "(`pinzi merge`); `pinzi convert` and `pinzi serve` also "
                                  "take it as --adapter")
-        return  # the loaders say what is missing
+        raise ModelLoadError(f"{name} is not a model folder (no {CONFIG_FILE} in it)")
     config = read_config(folder)
     architectures = config.get("architectures") or []
     if architectures and all(str(a).endswith(CLASSIFIER_ARCHITECTURES) for a in architectures):
         raise ModelLoadError(f"{name} is a classifier, not a converter")
+    if config.get("model_type") != "pinzi":
+        raise ModelLoadError(f"{name} is not a pinzi converter (its {CONFIG_FILE} has "
+                             f"model_type {config.get('model_type')!r})")
     try:
         check_config(config)
     except ValueError as err:
