@@ -179,9 +179,9 @@ def classify_train(
     dev: Annotated[Path, typer.Option(help="Dev file: early stopping and the best model.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: model, logs, metrics.")],
     base: Annotated[str | None, typer.Option(
-        "--base", "-b", help="Encoder to fine-tune: a pinzi model folder, or a Hugging Face "
-                             "encoder by hub name or path (bert-base-chinese) (default: the "
-                             "shipped model)")] = None,
+        "--base", "-b", help="Encoder to fine-tune (default: the shipped model): a pinzi "
+                             "model folder, or a Hugging Face encoder by hub name or path "
+                             "(bert-base-chinese).")] = None,
     test: Annotated[Path | None, typer.Option(help="Test file, evaluated once at the end.")
                     ] = None,
     label_column: Annotated[str, typer.Option(help="Column holding the label.")] = "label",
