@@ -51,5 +51,7 @@ $PINZI pretrain --base work/runs/general2 --data work/general3 --out work/runs/s
   --config configs/stage3.yaml
 
 .venv/bin/python scripts/ship_model.py work/runs/stage3
-# The word list that decoding re-ranks with (needs jieba and wordfreq: pip install wordfreq).
-.venv/bin/python scripts/build_words.py src/pinzi/resources/model
+# The word list that decoding re-ranks with (needs jieba and wordfreq: pip install
+# "pinzi[lexicon]"), with the Wikipedia and Wiktionary titles the stage-3 text uses.
+.venv/bin/python scripts/build_words.py src/pinzi/resources/model \
+  --titles "$DATA"/zhwiki_words/*.txt.gz --corpus work/general3

@@ -22,6 +22,7 @@ import gzip
 import heapq
 import math
 import zlib
+from collections import defaultdict
 from collections.abc import Sequence
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -129,15 +130,16 @@ class WordModel:
         """The ranks of the INDEXED most probable words of two or more syllables, by their
         first two syllables and their length in syllables, and by the initials of those two
         and the length; each bucket in rank order."""
-        by_syllables: dict[tuple[str, str, int], list[int]] = {}
-        by_initials: dict[tuple[str, str, int], list[int]] = {}
+        by_syllables: defaultdict[tuple[str, str, int], list[int]] = defaultdict(list)
+        by_initials: defaultdict[tuple[str, str, int], list[int]] = defaultdict(list)
         for rank, reading in enumerate(self._ranked[1][:INDEXED]):
-            syllables = reading.split("'")
-            if len(syllables) < 2:
+            length = reading.count("'") + 1
+            if length < 2:
                 continue
-            first, second, length = syllables[0], syllables[1], len(syllables)
-            by_syllables.setdefault((first, second, length), []).append(rank)
-            by_initials.setdefault((_KEYS[first], _KEYS[second], length), []).append(rank)
+            first, _, rest = reading.partition("'")
+            second = rest.partition("'")[0]
+            by_syllables[first, second, length].append(rank)
+            by_initials[_KEYS[first], _KEYS[second], length].append(rank)
         return by_syllables, by_initials
 
     def _score(self, text: str) -> float:
