@@ -57,8 +57,10 @@ def test_convert_nbest_and_json(tiny_model):
     assert result.stdout.rstrip("\n").split("\t")[0] == "我爱北京"
     assert len(result.stdout.split("\t")) == 3
     result = runner.invoke(app, ["convert", "nihao", "-m", str(tiny_model), "--json"])
-    row = json.loads(result.stdout)
-    assert row["input"] == "nihao" and row["output"] == "你好"
+    row = json.loads(result.stdout)  # the shape of /v1/candidates' answer, plus the best
+    assert row["pinyin"] == "nihao" and row["hanzi"] == "你好"
+    assert row["candidates"][0]["hanzi"] == "你好" and set(row["candidates"][0]) == {"hanzi",
+                                                                                      "score"}
 
 
 def test_stdin_keeps_one_line_per_line_whatever_comes_in(tiny_model):

@@ -10,7 +10,7 @@ import pytest
 from pinzi import Converter
 from pinzi.converter import MAX_INPUT_CHARS, DecodingConfig
 from pinzi.decode import UserDict
-from pinzi.errors import DataError, InputTooLong
+from pinzi.errors import DataError, InputTooLong, SettingsError
 from pinzi.lexicon import Lexicon
 from pinzi.pinyin import parse, segmentations
 
@@ -110,7 +110,26 @@ def test_pass_through_and_empty_input(converter):
     assert converter.convert("12345") == "12345"
     out = converter.convert("wo ai iPhone")
     assert out.startswith("我爱") and "iPhone" in out
-    assert converter.convert("nihao, shijie", chinese_punct=True) == "你好，世界"
+    assert converter.convert("nihao, shijie", punct=True) == "你好，世界"
+
+
+def test_options_take_the_same_forms_as_the_cli_and_http(tiny_model):
+    # fuzzy as the CLI gives it (a comma string), as HTTP does (a list of names, or ["all"]),
+    # as a converter-wide default, and per call; punct likewise.
+    plain = Converter.from_pretrained(tiny_model, backend="torch")
+    fuzzy = Converter.from_pretrained(tiny_model, backend="torch", fuzzy="z=zh, n=l",
+                                      punct=True)
+    assert fuzzy.fuzzy == frozenset({"z=zh", "n=l"}) and fuzzy.punct
+    for spec in ("z=zh", ["z=zh"], ["all"], "all"):
+        assert plain.candidates("zongguo", k=3, fuzzy=spec) == \
+            fuzzy.candidates("zongguo", k=3, fuzzy=spec)
+    assert plain.convert("zongguo", fuzzy="z=zh") == fuzzy.convert("zongguo")
+    assert fuzzy.convert("nihao,") == plain.convert("nihao,", punct=True)
+    assert fuzzy.convert("nihao,", punct=False) == plain.convert("nihao,")
+    assert plain.convert_batch(["nihao,", "zongguo"], fuzzy=["z=zh"], punct=True) == \
+        [fuzzy.convert("nihao,"), fuzzy.convert("zongguo")]
+    with pytest.raises(SettingsError, match="unknown fuzzy pair.*q=x.*choose from: all"):
+        plain.convert("nihao", fuzzy="q=x")
 
 
 def test_context_is_not_repeated_in_the_output(converter):

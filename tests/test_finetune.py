@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
+import shutil
 import warnings
 
 import pytest
@@ -12,7 +15,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from pinzi.cli import app
-from pinzi.converter import Converter
+from pinzi.converter import SIDE_FILES, Converter
 from pinzi.errors import DataError, ModelLoadError, SettingsError, TrainingError
 from pinzi.evaluate import read_clauses, split_clauses
 from pinzi.finetune import (
@@ -99,6 +102,31 @@ def test_merge_gives_the_logits_of_base_plus_adapter(lora_run, tiny_model, tmp_p
     via_adapter = Converter.from_pretrained(tiny_model, adapter=out)
     assert Converter.from_pretrained(tmp_path / "merged").convert("nihaoshijie") == \
         via_adapter.convert("nihaoshijie")
+
+
+def test_merge_writes_readable_files_with_every_side_file_and_never_into_a_full_folder(
+        lora_run, tiny_model, tmp_path):
+    out, _ = lora_run
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    (base / "words.tsv.gz").write_bytes(gzip.compress("北京\t-2.0\tbei'jing\n".encode()))
+    previous = os.umask(0o022)
+    try:
+        merge(base, out, tmp_path / "merged")
+    finally:
+        os.umask(previous)
+    merged = tmp_path / "merged"
+    for name in SIDE_FILES:  # what conversion reads goes along
+        if (base / name).is_file():
+            assert (merged / name).read_bytes() == (base / name).read_bytes(), name
+    assert (merged / "words.tsv.gz").is_file()
+    for path in merged.iterdir():  # a service account can read the merged model
+        assert path.stat().st_mode & 0o777 == 0o644, path.name
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    with pytest.raises(ModelLoadError, match="not an empty folder"):
+        merge(base, out, tmp_path / "full")
+    assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
 
 
 def test_adapter_on_the_wrong_base_is_a_clear_error(lora_run, tiny_model, tmp_path):

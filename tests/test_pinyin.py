@@ -306,7 +306,10 @@ def test_annotation_has_one_entry_per_character(text: str) -> None:
     assert len(result) == len(text)
     for ch, syllable in zip(text, result, strict=True):
         assert syllable == "" or syllable in SYLLABLES
-        if ch.isascii() or (unicodedata.category(ch)[0] in "PZSC"):
+        # Not Cn: a character this Python's Unicode tables do not know yet (CJK extension H,
+        # U+32003) may have a reading pypinyin knows.
+        category = unicodedata.category(ch)
+        if ch.isascii() or (category[0] in "PZSC" and category != "Cn"):
             assert syllable == "", ch
 
 

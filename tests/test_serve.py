@@ -85,9 +85,9 @@ def test_candidates_options_reach_the_converter(client):
 
 
 def test_convert_batch(client):
-    answer = client.post("/v1/convert", json={"lines": ["woaibeijingtiananmen", "nihao", ""]})
+    answer = client.post("/v1/convert", json={"pinyin": ["woaibeijingtiananmen", "nihao", ""]})
     assert answer.status_code == 200
-    assert answer.json() == {"lines": ["我爱北京天安门", "你好", ""]}
+    assert answer.json() == {"hanzi": ["我爱北京天安门", "你好", ""]}
 
 
 def test_health_page_and_docs(client):
@@ -120,8 +120,8 @@ def test_control_characters_never_come_back(client):
     assert best(pinyin="\u0000nihao\u0000") == "你好"
     assert best(pinyin="ni\u200bhao\u202e") == "你好"  # zero-width space, bidi override
     assert best(pinyin="yinhang", context="他\u0000在") == best(pinyin="yinhang", context="他在")
-    answer = client.post("/v1/convert", json={"lines": ["\u0007ni\u0000hao\u001b"]})
-    assert answer.json() == {"lines": ["你好"]}
+    answer = client.post("/v1/convert", json={"pinyin": ["\u0007ni\u0000hao\u001b"]})
+    assert answer.json() == {"hanzi": ["你好"]}
 
 
 def test_classify_only_with_a_classifier(client, converter):
@@ -138,7 +138,7 @@ def test_classify_only_with_a_classifier(client, converter):
 
 # ---- limits and bad requests --------------------------------------------------------------------
 def test_body_over_the_limit_is_413(client):
-    big = {"lines": ["a"] * 20000}  # ~100 KB
+    big = {"pinyin": ["a"] * 20000}  # ~100 KB
     answer = client.post("/v1/convert", json=big)
     assert answer.status_code == 413
     assert "too large" in answer.json()["detail"] and "65536" in answer.json()["detail"]
@@ -161,9 +161,9 @@ def test_body_over_the_limit_is_413(client):
     ("/v1/candidates", {"pinyin": "a", "fuzzy": ["x=y"]}, "fuzzy.0", "'z=zh'"),
     ("/v1/candidates", {"pinyin": "a", "speed": 1}, "speed", "Extra inputs"),
     ("/v1/candidates", {}, "pinyin", "Field required"),
-    ("/v1/convert", {"lines": ["a"] * 257}, "lines", "at most 256 items"),
-    ("/v1/convert", {"lines": ["a", "b" * 300]}, "lines.1", "at most 256 characters"),
-    ("/v1/convert", {"lines": "nihao"}, "lines", "valid list"),
+    ("/v1/convert", {"pinyin": ["a"] * 257}, "pinyin", "at most 256 items"),
+    ("/v1/convert", {"pinyin": ["a", "b" * 300]}, "pinyin.1", "at most 256 characters"),
+    ("/v1/convert", {"pinyin": "nihao"}, "pinyin", "valid list"),
 ])
 def test_bad_fields_are_422_naming_the_field(client, path, body, field, words):
     answer = client.post(path, json=body)
@@ -350,10 +350,10 @@ def test_worker_processes_build_the_app_from_the_environment(tiny_model, monkeyp
     config = ServeConfig(model=str(tiny_model), backend="torch", api_key="k")
     monkeypatch.setenv(WORKER_CONFIG, json.dumps(dataclasses.asdict(config)))
     with TestClient(worker_app()) as client:
-        assert client.post("/v1/convert", json={"lines": ["nihao"]}).status_code == 401
-        answer = client.post("/v1/convert", json={"lines": ["nihao"]},
+        assert client.post("/v1/convert", json={"pinyin": ["nihao"]}).status_code == 401
+        answer = client.post("/v1/convert", json={"pinyin": ["nihao"]},
                              headers={"Authorization": "Bearer k"})
-        assert answer.json() == {"lines": ["你好"]}
+        assert answer.json() == {"hanzi": ["你好"]}
 
 
 def test_adapters_are_chosen_per_request(tiny_model, lora_run):
@@ -374,9 +374,9 @@ def test_adapters_are_chosen_per_request(tiny_model, lora_run):
         chosen = client.post("/v1/candidates", json={**body, "adapter": "domain"}).json()
         assert plain == expected(base) and chosen["candidates"] == expected(tuned)
         assert plain != chosen["candidates"]  # the adapter moved the scores
-        converted = client.post("/v1/convert", json={"lines": ["nihaoshijie"],
+        converted = client.post("/v1/convert", json={"pinyin": ["nihaoshijie"],
                                                      "adapter": "domain"})
-        assert converted.json() == {"lines": [tuned.convert("nihaoshijie")]}
+        assert converted.json() == {"hanzi": [tuned.convert("nihaoshijie")]}
         unknown = client.post("/v1/candidates", json={**body, "adapter": "medical"})
         assert unknown.status_code == 422
         assert "'medical'" in unknown.json()["detail"] and "domain" in unknown.json()["detail"]
@@ -484,7 +484,7 @@ def test_a_long_batch_never_holds_up_keystrokes(slow):
     done: list[str] = []
 
     async def batch(client):
-        await client.post("/v1/convert", json={"lines": ["nihao"] * 6})  # six slow conversions
+        await client.post("/v1/convert", json={"pinyin": ["nihao"] * 6})  # six slow conversions
         done.append("batch")
 
     async def keystroke(client):

@@ -97,24 +97,9 @@ def main_options(
 
 
 # ---- convert ------------------------------------------------------------------------------------
-def _parse_fuzzy(value: str | None) -> frozenset[str]:
-    from pinzi.pinyin import FUZZY_PAIRS
-
-    if not value:
-        return frozenset()
-    if value == "all":
-        return frozenset(FUZZY_PAIRS)
-    pairs = frozenset(p.strip() for p in value.split(",") if p.strip())
-    unknown = sorted(pairs - set(FUZZY_PAIRS))
-    if unknown:
-        raise PinziError(f"unknown fuzzy pair(s) {', '.join(unknown)}; "
-                         f"choose from: all, {', '.join(FUZZY_PAIRS)}")
-    return pairs
-
-
 @app.command()
 def convert(
-    text: Annotated[str | None, typer.Argument(
+    pinyin: Annotated[str | None, typer.Argument(
         help="Pinyin to convert, e.g. woaibeijing or 'wo ai bei jing'. "
              "Omit it to convert standard input line by line.")] = None,
     model: Annotated[str | None, typer.Option(
@@ -135,7 +120,10 @@ def convert(
         help="Fuzzy pinyin: 'all' or pairs such as 'z=zh,n=l,an=ang'.")] = None,
     punct: Annotated[bool, typer.Option(
         "--punct", help="Map ASCII punctuation to Chinese punctuation (, -> ，).")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="One JSON object per line: the pinyin, the best hanzi and the "
+                       "candidates with their scores, as /v1/candidates answers.")
+    ] = False,
 ) -> None:
     """Convert pinyin to hanzi: [bold]pinzi convert woaibeijingtiananmen[/] -> 我爱北京天安门.
 
@@ -152,28 +140,26 @@ def convert(
     from pinzi.decode import UserDict
     from pinzi.errors import InputTooLong
 
-    pairs = _parse_fuzzy(fuzzy)
+    words = UserDict.load(userdict) if userdict is not None else None
     # onnxruntime when the folder has a model.onnx and no adapter is given
-    converter = Converter.from_pretrained(model, adapter=adapter)
-    if userdict is not None:
-        converter.userdict = UserDict.load(userdict)
+    converter = Converter.from_pretrained(model, adapter=adapter, fuzzy=fuzzy, punct=punct,
+                                          userdict=words)
 
     def convert_line(line: str, number: int | None = None) -> None:
         try:
-            best = converter.candidates(line, k=nbest, context=context, fuzzy=pairs,
-                                        chinese_punct=punct)
+            best = converter.candidates(line, k=nbest, context=context)
         except InputTooLong as problem:
             warn(f"{f'line {number}: ' if number else ''}{problem}; output left empty")
             best = []
         if as_json:
-            emit(json.dumps({"input": line, "output": best[0][0] if best else "",
-                             "candidates": [[t, round(s, 4)] for t, s in best]},
-                            ensure_ascii=False))
+            emit(json.dumps({"pinyin": line, "hanzi": best[0][0] if best else "",
+                             "candidates": [{"hanzi": t, "score": round(s, 4)}
+                                            for t, s in best]}, ensure_ascii=False))
         else:
             emit("\t".join(t for t, _ in best))
 
-    if text is not None:
-        convert_line(without_controls(text))
+    if pinyin is not None:
+        convert_line(without_controls(pinyin))
         return
     for number, line in stdin_lines():
         convert_line(line, number)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -30,10 +30,10 @@ from pinzi.decode import Position, UserDict, beam_search, place_user_words
 from pinzi.errors import InputTooLong
 from pinzi.hub import damaged, require_converter, resolve_model
 from pinzi.lexicon import Lexicon
-from pinzi.ngram import CharNgram
-from pinzi.pinyin import Piece, scored_segmentations
-from pinzi.tokenizer import PAD_ID, PinziTokenizer
-from pinzi.words import WordModel
+from pinzi.ngram import NGRAM_FILE, CharNgram
+from pinzi.pinyin import Piece, parse_fuzzy, scored_segmentations
+from pinzi.tokenizer import PAD_ID, TOKENIZER_CONFIG_FILE, VOCAB_FILE, PinziTokenizer
+from pinzi.words import WORDS_FILE, WordModel
 
 MAX_INPUT_CHARS = 4096  # longer lines are refused: no IME buffer is that long
 WINDOW = 64  # pinyin pieces per model call; longer inputs are converted window by window
@@ -42,6 +42,11 @@ WINDOW = 64  # pinyin pieces per model call; longer inputs are converted window 
 # the decoding of characters alone.
 FITTING_PIECES = 32
 DECODING_FILE = "decoding_config.json"
+# What a converter folder holds beside its weights (and config.json), all of which conversion
+# reads: a copy of the model (merged, exported) takes them along.
+SIDE_FILES = (VOCAB_FILE, TOKENIZER_CONFIG_FILE, NGRAM_FILE, WORDS_FILE, DECODING_FILE)
+# Fuzzy pinyin as every interface takes it: "all", "z=zh,n=l", or a list of pair names.
+Fuzzy = str | Iterable[str] | None
 
 
 @dataclass(frozen=True)
@@ -107,12 +112,15 @@ class Converter:
     def __init__(self, scorer: CandidateScorer, tokenizer: PinziTokenizer,
                  lexicon: Lexicon | None = None, *, decoding: DecodingConfig | None = None,
                  userdict: UserDict | None = None, ngram: CharNgram | None = None,
-                 words: WordModel | None = None):
+                 words: WordModel | None = None, fuzzy: Fuzzy = None, punct: bool = False):
+        """``userdict``, ``fuzzy`` and ``punct`` are the defaults of every conversion; each
+        call may give its own."""
         self.scorer = scorer
         self.tokenizer = tokenizer
         self.lexicon = lexicon or Lexicon.attested()
         self.decoding = decoding or DecodingConfig()
         self.userdict = userdict or UserDict()
+        self.fuzzy, self.punct = parse_fuzzy(fuzzy), punct
         self.ngram, self.words = ngram, words
         self._chars = np.array(tokenizer.chars, dtype=object)
         self._candidates = lru_cache(maxsize=65536)(self._piece_candidates)
@@ -158,23 +166,37 @@ class Converter:
         return cls(scorer, tokenizer, **options)
 
     # ---- public API -----------------------------------------------------------------------------
-    def convert(self, pinyin: str, context: str = "", **options) -> str:
-        """The best conversion of ``pinyin`` (``""`` for blank input)."""
-        best = self.candidates(pinyin, k=1, context=context, **options)
+    def convert(self, pinyin: str, context: str = "", *, fuzzy: Fuzzy = None,
+                punct: bool | None = None, userdict: UserDict | None = None) -> str:
+        """The best conversion of ``pinyin`` (``""`` for blank input); the options as for
+        :meth:`candidates`."""
+        best = self.candidates(pinyin, k=1, context=context, fuzzy=fuzzy, punct=punct,
+                               userdict=userdict)
         return best[0][0] if best else ""
 
-    def convert_batch(self, lines: Sequence[str], context: str = "", **options) -> list[str]:
-        return [self.convert(line, context=context, **options) for line in lines]
+    def convert_batch(self, pinyin: Sequence[str], context: str = "", *, fuzzy: Fuzzy = None,
+                      punct: bool | None = None, userdict: UserDict | None = None) -> list[str]:
+        """The best conversion of each buffer, each with the same left ``context``."""
+        return [self.convert(line, context, fuzzy=fuzzy, punct=punct, userdict=userdict)
+                for line in pinyin]
 
-    def candidates(self, pinyin: str, k: int = 5, context: str = "", *,
-                   fuzzy: frozenset[str] = frozenset(), chinese_punct: bool = False,
+    def candidates(self, pinyin: str, k: int = 5, context: str = "", *, fuzzy: Fuzzy = None,
+                   punct: bool | None = None,
                    userdict: UserDict | None = None) -> list[tuple[str, float]]:
-        """Up to ``k`` ranked ``(hanzi, log-score)`` conversions of the whole input."""
+        """Up to ``k`` ranked ``(hanzi, log-score)`` conversions of the whole input.
+
+        ``context``: hanzi already committed to the left. ``fuzzy``: sounds not told apart
+        (``"all"``, ``"z=zh,n=l"`` or a list of pair names: :func:`pinzi.pinyin.parse_fuzzy`);
+        ``punct``: ASCII punctuation becomes Chinese; ``userdict``: words that win where they
+        fit. Each defaults to the converter's own (its constructor's arguments).
+        """
+        fuzzy = self.fuzzy if fuzzy is None else parse_fuzzy(fuzzy)
+        punct = self.punct if punct is None else punct
         if len(pinyin) > MAX_INPUT_CHARS:
             raise InputTooLong(f"input of {len(pinyin)} characters exceeds {MAX_INPUT_CHARS}")
         userdict = userdict if userdict is not None else self.userdict
         decoding = self.decoding
-        found = scored_segmentations(pinyin, fuzzy=fuzzy, chinese_punct=chinese_punct,
+        found = scored_segmentations(pinyin, fuzzy=fuzzy, chinese_punct=punct,
                                      limit=decoding.readings)
         if not found:
             return []

@@ -26,13 +26,12 @@ import torch
 from torch import nn
 
 from pinzi.backends import INPUTS, ONNX_FILE, OnnxScorer, onnxruntime_available
-from pinzi.converter import DECODING_FILE, DecodingConfig
+from pinzi.converter import SIDE_FILES, DecodingConfig
 from pinzi.errors import ModelLoadError, SettingsError
 from pinzi.hub import resolve_model
 from pinzi.model import PinziForPinyin, load_pretrained
-from pinzi.ngram import NGRAM_FILE, CharNgram
-from pinzi.tokenizer import TOKENIZER_CONFIG_FILE, VOCAB_FILE
-from pinzi.words import WORDS_FILE, WordModel
+from pinzi.ngram import CharNgram
+from pinzi.words import WordModel
 
 QUANTIZE = ("int8",)
 OPSET = 17  # the first opset with a LayerNorm op; onnxruntime >= 1.14 runs it
@@ -121,8 +120,7 @@ def export_onnx(model: str | Path | None, out: str | Path, *, quantize: str | No
                              op_types_to_quantize=["MatMul", "Gather"])
         else:
             shutil.copyfile(float_path, out / ONNX_FILE)
-    for name in ("config.json", VOCAB_FILE, TOKENIZER_CONFIG_FILE, NGRAM_FILE, WORDS_FILE,
-                 DECODING_FILE):
+    for name in ("config.json", *SIDE_FILES):
         if (source / name).exists() and (out / name).resolve() != (source / name).resolve():
             shutil.copyfile(source / name, out / name)
     return {"path": str(out / ONNX_FILE), "bytes": (out / ONNX_FILE).stat().st_size,

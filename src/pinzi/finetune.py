@@ -33,12 +33,13 @@ from typing import Any
 import torch
 
 from pinzi.backends import TorchScorer
-from pinzi.converter import DECODING_FILE, Converter, DecodingConfig
+from pinzi.converter import SIDE_FILES, Converter, DecodingConfig
 from pinzi.corpus import load_prepared
 from pinzi.denoise import NoiseConfig, PinyinDenoisingTask, TokenTables
 from pinzi.errors import DataError, ModelLoadError, SettingsError
 from pinzi.evaluate import FORMS, clauses_from_lines, evaluate_clauses, read_clauses
 from pinzi.hub import resolve_model
+from pinzi.io import write_dir_atomic
 from pinzi.lexicon import Lexicon
 from pinzi.lora import (
     LoraSettings,
@@ -49,10 +50,9 @@ from pinzi.lora import (
     merge_into_base,
 )
 from pinzi.model import PinziForPinyin, count_parameters, load_pretrained
-from pinzi.ngram import NGRAM_FILE, CharNgram
+from pinzi.ngram import CharNgram
 from pinzi.plots import plot_report
 from pinzi.settings import Layers, as_dict, layers, record, resolve
-from pinzi.tokenizer import VOCAB_FILE
 from pinzi.train import TrainConfig, train
 
 SECTIONS = {"train": TrainConfig, "noise": NoiseConfig, "lora": LoraSettings}
@@ -173,20 +173,27 @@ def finetune(base: str | Path | None, data_dir: str | Path, out_dir: str | Path,
 def merge(base: str | Path | None, adapter: str | Path, out: str | Path) -> dict[str, Any]:
     """Merge ``adapter`` into ``base`` (default: the shipped model) and save a normal model.
 
-    ``out`` gets config.json and model.safetensors with ``W + (alpha / r) B A`` in place of
-    each adapted weight, plus the base's vocabulary, n-gram model and decoding settings.
+    ``out`` (a new or empty folder) gets config.json and model.safetensors with
+    ``W + (alpha / r) B A`` in place of each adapted weight, plus the base's vocabulary, n-gram
+    tables, word list and decoding settings.
     """
     folder = resolve_model(base)
     out = Path(out)
     if out.resolve() in (folder.resolve(), Path(adapter).resolve()):
         raise ModelLoadError("merge --out must be a new folder, not the base or the adapter")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ModelLoadError(f"merge --out {out} exists and is not an empty folder: "
+                             "choose a new one")
     model, tokenizer = load_pretrained(PinziForPinyin, folder)
     merged = merge_into_base(load_adapter(model, adapter, tokenizer=tokenizer))
-    out.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(out)
-    for name in (VOCAB_FILE, NGRAM_FILE, DECODING_FILE):
-        if (folder / name).is_file():
-            shutil.copyfile(folder / name, out / name)
+
+    def fill(tmp: Path) -> None:
+        merged.save_pretrained(tmp)
+        for name in SIDE_FILES:
+            if (folder / name).is_file():
+                shutil.copyfile(folder / name, tmp / name)
+
+    write_dir_atomic(out, fill)  # with the modes the umask gives: others may read the model
     return {"out": str(out), "base": str(base or folder), "adapter": str(adapter),
             "parameters": count_parameters(merged)}
 

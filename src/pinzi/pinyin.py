@@ -9,10 +9,13 @@ from __future__ import annotations
 import gzip
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+
+from pinzi.errors import SettingsError
 
 # Every toneless syllable pypinyin (Style.NORMAL) can emit for any character or phrase in its
 # dictionaries -- the standard ~400 plus interjections (ng hm hng m n ê) and rare readings
@@ -306,6 +309,28 @@ def _unchain(chain: tuple | None) -> list:
         chain, item = chain
         items.append(item)
     return items[::-1]
+
+
+def parse_fuzzy(spec: str | Iterable[str] | None) -> frozenset[str]:
+    """The fuzzy pairs a user asks for, in any of the forms the CLI, the HTTP API and Python
+    take: ``"all"``, a comma-separated string (``"z=zh,n=l"``) or the names themselves
+    (``["z=zh", "n=l"]``, ``["all"]``). Raises :class:`~pinzi.errors.SettingsError` naming
+    an unknown pair and the choices.
+
+    >>> sorted(parse_fuzzy("z=zh, n=l")), len(parse_fuzzy(["all"])) == len(FUZZY_PAIRS)
+    (['n=l', 'z=zh'], True)
+    """
+    if not spec:
+        return frozenset()
+    names = {name.strip() for name in (spec.split(",") if isinstance(spec, str) else spec)}
+    names.discard("")
+    if "all" in names:
+        return frozenset(FUZZY_PAIRS)
+    unknown = sorted(names - FUZZY_PAIRS.keys())
+    if unknown:
+        raise SettingsError(f"unknown fuzzy pair(s) {', '.join(unknown)}; "
+                            f"choose from: all, {', '.join(FUZZY_PAIRS)}")
+    return frozenset(names)
 
 
 def fuzzy_variants(syllable: str, fuzzy: frozenset[str]) -> list[str]:

@@ -7,7 +7,7 @@
 Routes (interactive docs at /docs and /redoc, served offline):
 
     POST /v1/candidates  a pinyin buffer + committed left context -> n-best: an IME's keystroke call
-    POST /v1/convert     a batch of pinyin lines -> hanzi lines
+    POST /v1/convert     a batch of pinyin buffers -> the best hanzi of each
     POST /v1/classify    texts -> (label, probability); only when the app is given a classifier
     GET  /healthz        liveness, the backend and the limits
     GET  /               the input-method page (static/index.html)
@@ -107,7 +107,7 @@ def request_models(limits: Limits, adapters: Sequence[str] = ()
         k: int = Field(5, ge=1, le=limits.max_k, description="How many candidates.")
 
     class ConvertRequest(Options):
-        lines: Batch = Field(examples=[["woaibeijingtiananmen", "nihao"]])
+        pinyin: Batch = Field(examples=[["woaibeijingtiananmen", "nihao"]])
 
     class ClassifyRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -127,7 +127,7 @@ class CandidatesResponse(BaseModel):
 
 
 class ConvertResponse(BaseModel):
-    lines: list[str]
+    hanzi: list[str]  # the best conversion of each pinyin buffer, in order
 
 
 class Label(BaseModel):
@@ -404,8 +404,8 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
 
     >>> from fastapi.testclient import TestClient                          # doctest: +SKIP
     >>> client = TestClient(create_app(Converter.from_pretrained()))       # doctest: +SKIP
-    >>> client.post("/v1/convert", json={"lines": ["nihao"]}).json()       # doctest: +SKIP
-    {'lines': ['你好']}
+    >>> client.post("/v1/convert", json={"pinyin": ["nihao"]}).json()      # doctest: +SKIP
+    {'hanzi': ['你好']}
     """
     adapters = dict(adapters or {})
     CandidatesRequest, ConvertRequest, ClassifyRequest = request_models(limits, list(adapters))
@@ -442,8 +442,7 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
     v1 = APIRouter(prefix="/v1", responses=ERRORS, dependencies=guard)
 
     def options(body) -> dict:
-        fuzzy = frozenset(FUZZY_PAIRS) if "all" in body.fuzzy else frozenset(body.fuzzy)
-        return dict(context=normalise(body.context), fuzzy=fuzzy, chinese_punct=body.punct)
+        return dict(context=normalise(body.context), fuzzy=body.fuzzy, punct=body.punct)
 
     def converter_for(body) -> Converter:
         if body.adapter is None:
@@ -465,9 +464,9 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
     @v1.post("/convert", response_model=ConvertResponse)
     async def convert(body: ConvertRequest) -> ConvertResponse:  # type: ignore[valid-type]
         """The best conversion of each line; every line gets the same left context."""
-        lines = [normalise(line) for line in body.lines]
-        return ConvertResponse(lines=await batches.run(partial(
-            converter_for(body).convert_batch, lines, **options(body))))
+        pinyin = [normalise(line) for line in body.pinyin]
+        return ConvertResponse(hanzi=await batches.run(partial(
+            converter_for(body).convert_batch, pinyin, **options(body))))
 
     if classifier is not None:
         @v1.post("/classify", response_model=ClassifyResponse)
