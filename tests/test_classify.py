@@ -334,6 +334,13 @@ def test_cli_train_without_base_fine_tunes_the_shipped_model(files, tmp_path):
     assert (info["kind"], info["base"]) == ("pinzi", str(shipped_model_path()))
     assert TextClassifier.load(out).model.config.hidden_size == json.loads(
         (shipped_model_path() / "config.json").read_text())["hidden_size"]
+    # A second run into the same folder is refused, unless it replaces or continues the first.
+    again = ["classify", "train", "--train", str(files["train"]), "--dev", str(files["dev"]),
+             "--out", str(out), "--max-steps", "1", "--set", "eval_every=1",
+             "--set", "batch_tokens=256"]
+    result = runner.invoke(app, again)
+    assert result.exit_code == 2 and "already holds a training run" in result.output
+    assert runner.invoke(app, [*again, "--overwrite"]).exit_code == 0
 
 
 def test_cli_rejects_a_dev_label_never_seen_in_training(files, tiny_base, tmp_path):

@@ -256,6 +256,10 @@ def test_cli_finetune_convert_and_merge(lora_run, tiny_model, tiny_corpus, tmp_p
     config = json.loads((out / ADAPTER_CONFIG).read_text())
     assert config["r"] == 2 and sorted(config["target_modules"]) == ["mlp.2", "qkv"]
     assert json.loads((out / "report.json").read_text())["training"]["steps"] == 4
+    again = runner.invoke(app, ["finetune", "--base", str(tiny_model), "--data",
+                                str(tiny_corpus), "--out", str(out), "--lora", "--max-steps", "4",
+                                "--eval-limit", "0"])
+    assert again.exit_code == 2 and "already holds a training run" in again.output
 
     adapter, _ = lora_run
     result = runner.invoke(app, ["convert", "woaibeijing", "-m", str(tiny_model),

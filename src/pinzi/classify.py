@@ -44,7 +44,7 @@ from pinzi.io import read_labelled
 from pinzi.lora import LoraSettings, apply_lora
 from pinzi.plots import plot_confusion
 from pinzi.settings import Layers, layers, record, resolve
-from pinzi.train import TrainConfig, train
+from pinzi.train import TrainConfig, run_folder, train
 
 SECTIONS = {"train": TrainConfig, "classify": ClassifySettings, "lora": LoraSettings}
 # Classification's own defaults over the fields' ones: an epoch of ChnSentiCorp is ~170
@@ -69,7 +69,8 @@ def train_classifier(base: str | Path | None, train_file: str | Path, dev_file: 
                      out_dir: str | Path, *, lora: bool = False,
                      test_file: str | Path | None = None, label_column: str = "label",
                      text_column: str = "text", settings: Layers = None, resume: bool = False,
-                     progress: bool = True, on_step: Callable[[int, float], None] | None = None,
+                     overwrite: bool = False, progress: bool = True,
+                     on_step: Callable[[int, float], None] | None = None,
                      warn: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Fine-tune ``base`` on a labelled train file, keep the best model by the dev split.
 
@@ -82,6 +83,8 @@ def train_classifier(base: str | Path | None, train_file: str | Path, dev_file: 
             every weight; the saved model has them merged in.
         settings: the ``train``, ``classify`` and ``lora`` sections (one dict or layers).
         warn: called with the warnings (empty texts skipped); default ``warnings.warn``.
+        resume, overwrite: go on with the run in ``out_dir``, or replace it; without either an
+            earlier run there is an error (:func:`pinzi.train.run_folder`).
 
     Afterwards the best model is evaluated on dev (and test): OUT/metrics.json,
     OUT/confusion_dev.png (and _test). Returns the training summary with those reports under
@@ -124,7 +127,6 @@ def train_classifier(base: str | Path | None, train_file: str | Path, dev_file: 
     if kind == "hf":
         model = HFClassifier(model)
     out = Path(out_dir)
-    record(out, config)
 
     def encoded(split: str) -> Encoded:
         return Encoded(text.encode(splits[split].texts), gold[split])
@@ -133,7 +135,10 @@ def train_classifier(base: str | Path | None, train_file: str | Path, dev_file: 
             "text_column": text_column, "metric": classify.metric, "lora": lora}
     task = ClassificationTask(text, encoded("train"), encoded("dev"), names, classify,
                               batch_tokens=cfg.batch_tokens, seed=cfg.seed, info=info)
-    summary = train(model, task, cfg, out, resume=resume, progress=progress, on_step=on_step)
+    with run_folder(out, resume=resume, overwrite=overwrite):
+        record(out, config)
+        summary = train(model, task, cfg, out, resume=resume, progress=progress,
+                        on_step=on_step)
 
 
     if not PartialState().is_main_process:  # several processes: the main one reports

@@ -50,6 +50,9 @@ Seed = Annotated[int | None, typer.Option(
     "--seed", help="Seed: the same seed repeats the run.")]
 Resume = Annotated[bool, typer.Option(
     "--resume", help="Continue from OUT's latest checkpoint.")]
+Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace the run already in OUT (without it, OUT must not hold one, "
+                        "or --resume continues it).")]
 
 
 # ---- pretrain, finetune, merge ------------------------------------------------------------------
@@ -71,9 +74,7 @@ def pretrain(
     max_minutes: MaxMinutes = None,
     seed: Seed = None,
     resume: Resume = False,
-    overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace the run already in OUT (without it, OUT must not hold "
-                            "one, or --resume continues it).")] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Pretrain a converter with the pinyin-denoising objective, from scratch or from --base.
 
@@ -121,6 +122,7 @@ def finetune(
     eval_form: Annotated[Literal[FORMS], typer.Option(
         help="Pinyin input form of the report.")] = "spaced",
     resume: Resume = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Adapt a converter to a domain: [bold]pinzi finetune --base M --data D --out R --lora[/].
 
@@ -136,7 +138,7 @@ def finetune(
                              train__max_steps=max_steps, train__max_minutes=max_minutes)
     run_finetune(base, data, out, lora=lora, settings=layers, domain_test=domain_test or None,
                  general_test=general_test or None, eval_limit=eval_limit, eval_form=eval_form,
-                 resume=resume)
+                 resume=resume, overwrite=overwrite)
     print((out / "report.md").read_text(encoding="utf-8"), end="")
 
 
@@ -200,6 +202,7 @@ def classify_train(
                          ] = None,
     seed: Seed = None,
     resume: Resume = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Fine-tune a classifier: [bold]pinzi classify train --train F --dev F --out R[/].
 
@@ -215,7 +218,8 @@ def classify_train(
                              classify__oversample=oversample or None)
     summary = train_classifier(base, train_file, dev, out, lora=lora, test_file=test,
                                label_column=label_column, text_column=text_column,
-                               settings=layers, resume=resume, warn=warn)
+                               settings=layers, resume=resume, overwrite=overwrite,
+                               warn=warn)
     reports = [(split, summary[split]) for split in ("dev", "test") if split in summary]
     print_tables(_report_tables(reports))
     print_json({k: v for k, v in summary.items() if k not in ("dev", "test")})

@@ -53,7 +53,7 @@ from pinzi.model import PinziForPinyin, count_parameters, load_pretrained
 from pinzi.ngram import CharNgram
 from pinzi.plots import plot_report
 from pinzi.settings import Layers, as_dict, layers, record, resolve
-from pinzi.train import TrainConfig, train
+from pinzi.train import TrainConfig, run_folder, train
 
 SECTIONS = {"train": TrainConfig, "noise": NoiseConfig, "lora": LoraSettings}
 # Fine-tuning's own defaults over the fields' ones. Early stopping: 5 evaluations (500 steps)
@@ -79,7 +79,8 @@ def finetune(base: str | Path | None, data_dir: str | Path, out_dir: str | Path,
              domain_test: str | Path | Sequence[str | Path] | None = None,
              general_test: str | Path | Sequence[str | Path] | None = None,
              eval_limit: int | None = DEFAULT_EVAL_LIMIT, eval_form: str = "spaced",
-             resume: bool = False, progress: bool = True, on_step=None) -> dict[str, Any]:
+             resume: bool = False, overwrite: bool = False, progress: bool = True,
+             on_step=None) -> dict[str, Any]:
     """Fine-tune ``base`` (None: the shipped model) on a prepared domain dataset.
 
     Args:
@@ -92,6 +93,8 @@ def finetune(base: str | Path | None, data_dir: str | Path, out_dir: str | Path,
         general_test: general test file(s) (default :data:`DEFAULT_GENERAL_TEST`; ``[]``: none).
         eval_limit: clauses per test set (None: all; 0: no before/after evaluation).
         eval_form: the pinyin input form of the evaluation (see :data:`pinzi.evaluate.FORMS`).
+        resume, overwrite: go on with the run in ``out_dir``, or replace it; without either an
+            earlier run there is an error (:func:`pinzi.train.run_folder`).
 
     Returns the report (also in OUT/report.json).
     """
@@ -136,13 +139,15 @@ def finetune(base: str | Path | None, data_dir: str | Path, out_dir: str | Path,
             apply_lora(model, config["lora"])
     trainable = count_parameters(model, trainable_only=True)
     log(f"{'LoRA' if lora else 'full'} fine-tuning: {trainable:,} of {total:,} parameters trained")
-    record(out, config)
-    task = PinyinDenoisingTask(splits["train"].tokenized(tokenizer),
-                               splits["valid"].tokenized(tokenizer), tokenizer,
-                               TokenTables(tokenizer, Lexicon.default()), noise,
-                               batch_tokens=cfg.batch_tokens, seed=cfg.seed, ngram=ngram,
-                               decoding=decoding, adapter_base=adapter_base)
-    summary = train(model, task, cfg, out, resume=resume, progress=progress, on_step=on_step)
+    with run_folder(out, resume=resume, overwrite=overwrite):
+        record(out, config)
+        task = PinyinDenoisingTask(splits["train"].tokenized(tokenizer),
+                                   splits["valid"].tokenized(tokenizer), tokenizer,
+                                   TokenTables(tokenizer, Lexicon.default()), noise,
+                                   batch_tokens=cfg.batch_tokens, seed=cfg.seed, ngram=ngram,
+                                   decoding=decoding, adapter_base=adapter_base)
+        summary = train(model, task, cfg, out, resume=resume, progress=progress,
+                        on_step=on_step)
 
     after: list[dict] = []
     if sets:
