@@ -25,6 +25,28 @@ TINY_SETTINGS = dict(max_steps=250, eval_every=50, save_every=50, batch_tokens=5
                      log_every=10, preset="tiny")
 
 
+def write_tsv(path: Path, rows, header: str = "label\ttext") -> Path:
+    """A labelled table: the header line, then one TAB-joined line per row."""
+    path.write_text(header + "\n" + "".join("\t".join(row) + "\n" for row in rows),
+                    encoding="utf-8")
+    return path
+
+
+def random_pinzi_base(out: Path, texts) -> Path:
+    """A tiny random pinzi encoder folder over the characters of ``texts``, as `pinzi
+    pretrain` writes one: a classifier's base."""
+    from pinzi.model import PinziConfig, PinziForPinyin
+    from pinzi.tokenizer import PinziTokenizer
+
+    tokenizer = PinziTokenizer(sorted({c for text in texts for c in text}))
+    config = PinziConfig.from_preset("tiny", vocab_size=tokenizer.vocab_size, dropout=0.0,
+                                     char_offset=tokenizer.char_offset, n_chars=tokenizer.n_chars)
+    torch.manual_seed(0)
+    PinziForPinyin(config).save_pretrained(out)
+    tokenizer.save(out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Path:
     """SENTENCES prepared by the real pipeline, with valid = train (the goal is to learn them)."""

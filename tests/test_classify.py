@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import random_pinzi_base, write_tsv
 from typer.testing import CliRunner
 
 from pinzi.classifier import Prediction, TextClassifier
@@ -41,12 +42,6 @@ FAST_SETTINGS = dict(eval_every=10, save_every=60, batch_tokens=256, learning_ra
 FAST = [arg for key, value in FAST_SETTINGS.items() for arg in ("--set", f"{key}={value}")]
 
 
-def write_tsv(path: Path, rows, header: str = "label\ttext") -> Path:
-    path.write_text(header + "\n" + "".join("\t".join(row) + "\n" for row in rows),
-                    encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sentiment")
@@ -55,18 +50,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory) -> Path:
-    """A tiny (random) pinzi encoder folder, as `pinzi pretrain` writes one."""
-    from pinzi.model import PinziConfig, PinziForPinyin
-    from pinzi.tokenizer import PinziTokenizer
-
-    out = tmp_path_factory.mktemp("pinzi-base")
-    tokenizer = PinziTokenizer(sorted({c for _, text in TRAIN + DEV for c in text}))
-    config = PinziConfig.from_preset("tiny", vocab_size=tokenizer.vocab_size, dropout=0.0,
-                                     char_offset=tokenizer.char_offset, n_chars=tokenizer.n_chars)
-    torch.manual_seed(0)
-    PinziForPinyin(config).save_pretrained(out)
-    tokenizer.save(out)
-    return out
+    return random_pinzi_base(tmp_path_factory.mktemp("pinzi-base"),
+                             [text for _, text in TRAIN + DEV])
 
 
 @pytest.fixture(scope="module")

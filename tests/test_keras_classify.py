@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import random_pinzi_base, write_tsv
 from typer.testing import CliRunner
 
 from pinzi.classifier import TextClassifier
@@ -49,12 +50,6 @@ DEV = [(label, f"{s}非常{w}") for label, words in WORDS.items() for s in SUBJE
 MAX_EPOCHS = 20
 
 
-def write_tsv(path: Path, rows) -> Path:
-    path.write_text("label\ttext\n" + "".join(f"{label}\t{text}\n" for label, text in rows),
-                    encoding="utf-8")
-    return path
-
-
 def compiled(model: KerasClassifier, learning_rate: float = 1e-3) -> KerasClassifier:
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -69,18 +64,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory) -> Path:
-    """A tiny random pinzi encoder folder, as `pinzi pretrain` writes one."""
-    from pinzi.model import PinziConfig, PinziForPinyin
-    from pinzi.tokenizer import PinziTokenizer
-
-    out = tmp_path_factory.mktemp("pinzi-base")
-    tokenizer = PinziTokenizer(sorted({c for _, text in TRAIN + DEV for c in text}))
-    config = PinziConfig.from_preset("tiny", vocab_size=tokenizer.vocab_size, dropout=0.0,
-                                     char_offset=tokenizer.char_offset, n_chars=tokenizer.n_chars)
-    torch.manual_seed(0)
-    PinziForPinyin(config).save_pretrained(out)
-    tokenizer.save(out)
-    return out
+    return random_pinzi_base(tmp_path_factory.mktemp("pinzi-base"),
+                             [text for _, text in TRAIN + DEV])
 
 
 @pytest.fixture(scope="module")

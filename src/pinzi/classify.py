@@ -37,10 +37,10 @@ from pinzi.classify_task import (
     HFClassifier,
     label_order,
     load_base,
+    read_splits,
 )
 from pinzi.errors import DataError
 from pinzi.hub import model_config, resolve_model
-from pinzi.io import read_labelled
 from pinzi.lora import LoraSettings, apply_lora
 from pinzi.plots import plot_confusion
 from pinzi.settings import Layers, layers, record, resolve
@@ -98,13 +98,7 @@ def train_classifier(base: str | Path | None, train_file: str | Path, dev_file: 
         checked["lora"].check()
 
     # The data: labels in a stable order, a dev/test label unseen in training is an error.
-    splits = {"train": read_labelled(train_file, label_column, text_column),
-              "dev": read_labelled(dev_file, label_column, text_column)}
-    if test_file is not None:
-        splits["test"] = read_labelled(test_file, label_column, text_column)
-    for data in splits.values():
-        if data.skipped_message():
-            warn(data.skipped_message())
+    splits = read_splits(train_file, dev_file, test_file, label_column, text_column, warn)
     names = label_order(splits["train"].labels)
     if len(names) < 2:
         raise DataError(f"{train_file}: classification needs at least two labels; the "

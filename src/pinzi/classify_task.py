@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -35,6 +35,7 @@ from pinzi.classifier import (
     text_encoder,
 )
 from pinzi.errors import SettingsError
+from pinzi.io import LabelledTexts, read_labelled
 from pinzi.lora import merged_copy
 from pinzi.metrics import evaluate_logits
 from pinzi.model import ClassificationOutput
@@ -63,6 +64,21 @@ def label_order(labels: Iterable[str]) -> list[str]:
         return sorted(names, key=lambda name: (float(name), name))
     except ValueError:
         return sorted(names)
+
+
+def read_splits(train_file: str | Path, dev_file: str | Path, test_file: str | Path | None,
+                label_column: str, text_column: str,
+                warn: Callable[[str], None]) -> dict[str, LabelledTexts]:
+    """The labelled files of a classification job by split (``test`` only when given), and
+    the labels of the training split in a stable order; what each file skipped is warned."""
+    splits = {"train": read_labelled(train_file, label_column, text_column),
+              "dev": read_labelled(dev_file, label_column, text_column)}
+    if test_file is not None:
+        splits["test"] = read_labelled(test_file, label_column, text_column)
+    for data in splits.values():
+        if data.skipped_message():
+            warn(data.skipped_message())
+    return splits
 
 
 # ---- the base model -----------------------------------------------------------------------------

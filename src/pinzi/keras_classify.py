@@ -45,10 +45,10 @@ import torch
 from torch import nn
 
 from pinzi.classifier import INFO_FILE, TextClassifier, TextEncoder, label_indices, model_kind, pad
-from pinzi.classify_task import label_order, load_base
+from pinzi.classify_task import label_order, load_base, read_splits
 from pinzi.errors import DataError, PinziError, SettingsError
 from pinzi.hub import model_config
-from pinzi.io import LabelledTexts, read_labelled, write_atomic, write_dir_atomic
+from pinzi.io import LabelledTexts, write_atomic, write_dir_atomic
 
 KERAS_FORMAT_REFUSED = ("a pinzi Keras classifier is saved with model.save_classifier(FOLDER) "
                         "(safetensors; load it with pinzi.keras_classify.load_classifier), "
@@ -246,13 +246,7 @@ def train_keras_classifier(base: str | Path, train_file: str | Path, dev_file: s
     warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
     if epochs < 1:
         raise SettingsError(f"epochs must be at least 1, not {epochs}")
-    splits = {"train": read_labelled(train_file, label_column, text_column),
-              "dev": read_labelled(dev_file, label_column, text_column)}
-    if test_file is not None:
-        splits["test"] = read_labelled(test_file, label_column, text_column)
-    for data in splits.values():
-        if data.skipped_message():
-            warn(data.skipped_message())
+    splits = read_splits(train_file, dev_file, test_file, label_column, text_column, warn)
     names = label_order(splits["train"].labels)
     for data in splits.values():  # a test label unseen in training: said before training
         label_indices(data, names, known_from=f"the training data {train_file}")
