@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pinzi"
 LAYERS = {
     "foundations": ["errors", "hub", "io", "plots", "text"],
     "core": ["pinyin", "lexicon", "tokenizer", "model", "ngram", "lora", "metrics", "hf",
-             "words"],
+             "words", "shuangpin"],
     "inference": ["backends", "decode", "converter", "evaluate", "classifier"],
     "training": ["settings", "train", "corpus", "data", "denoise", "classify_task"],
     "recipes": ["pretrain", "finetune", "classify", "keras_classify"],

@@ -38,6 +38,12 @@ from pinzi.console import (
 )
 from pinzi.errors import PinziError
 from pinzi.evaluate import FORMS
+from pinzi.shuangpin import FULL_PINYIN, SCHEME_NAMES
+
+# shared by convert and serve
+SchemeOption = Annotated[Literal[SCHEME_NAMES], typer.Option(
+    help="How the keys are typed: full pinyin, or a shuangpin (双拼) scheme, e.g. xiaohe: "
+         "vsgo = zhong guo (the key tables: docs/shuangpin.md).")]
 
 # The extra of pyproject.toml that installs each optional library a command may import.
 EXTRA_OF_MODULE = {
@@ -120,6 +126,7 @@ def convert(
         help="Fuzzy pinyin: 'all' or pairs such as 'z=zh,n=l,an=ang'.")] = None,
     punct: Annotated[bool, typer.Option(
         "--punct", help="Map ASCII punctuation to Chinese punctuation (, -> ，).")] = False,
+    scheme: SchemeOption = FULL_PINYIN,
     as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON object per line: the pinyin, the best hanzi and the "
                        "candidates with their scores, as /v1/candidates answers.")
@@ -143,7 +150,7 @@ def convert(
     words = UserDict.load(userdict) if userdict is not None else None
     # onnxruntime when the folder has a model.onnx and no adapter is given
     converter = Converter.from_pretrained(model, adapter=adapter, fuzzy=fuzzy, punct=punct,
-                                          userdict=words)
+                                          userdict=words, scheme=scheme)
 
     def convert_line(line: str, number: int | None = None) -> None:
         try:
@@ -342,6 +349,7 @@ def serve(
         help="uvicorn's: debug, info (one line per request), warning, error.")] = "info",
     classifier: Annotated[str | None, typer.Option(  # classify: /v1/classify
         help="Also answer /v1/classify with this folder from `pinzi classify train`.")] = None,
+    scheme: SchemeOption = FULL_PINYIN,  # a request's "scheme" may choose another
 ) -> None:
     """Serve conversion over HTTP, with an input-method page: [bold]pinzi serve -m MODEL[/].
 
@@ -366,7 +374,7 @@ def serve(
     # waits, slowed every request several times over under load: hence --threads 1.
     config = ServeConfig(model=model, backend=backend, threads=threads, api_key=api_key or None,
                          cors_origins=tuple(cors_origin or ()), classifier=classifier,
-                         adapters=adapters)
+                         adapters=adapters, scheme=scheme)
     app_ = build_app(config)  # with workers too: a model that does not load fails here
     _reserve_files(max_connections)  # workers inherit the limit
     # uvicorn handles SIGINT/SIGTERM itself: it stops accepting, lets requests in flight end,

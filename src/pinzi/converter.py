@@ -32,6 +32,7 @@ from pinzi.hub import damaged, require_converter, resolve_model
 from pinzi.lexicon import Lexicon
 from pinzi.ngram import NGRAM_FILE, CharNgram
 from pinzi.pinyin import Piece, parse_fuzzy, scored_segmentations
+from pinzi.shuangpin import check_scheme, to_pinyin
 from pinzi.tokenizer import PAD_ID, TOKENIZER_CONFIG_FILE, VOCAB_FILE, PinziTokenizer
 from pinzi.words import WORDS_FILE, WordModel
 
@@ -112,15 +113,16 @@ class Converter:
     def __init__(self, scorer: CandidateScorer, tokenizer: PinziTokenizer,
                  lexicon: Lexicon | None = None, *, decoding: DecodingConfig | None = None,
                  userdict: UserDict | None = None, ngram: CharNgram | None = None,
-                 words: WordModel | None = None, fuzzy: Fuzzy = None, punct: bool = False):
-        """``userdict``, ``fuzzy`` and ``punct`` are the defaults of every conversion; each
-        call may give its own."""
+                 words: WordModel | None = None, fuzzy: Fuzzy = None, punct: bool = False,
+                 scheme: str | None = None):
+        """``userdict``, ``fuzzy``, ``punct`` and ``scheme`` are the defaults of every
+        conversion; each call may give its own."""
         self.scorer = scorer
         self.tokenizer = tokenizer
         self.lexicon = lexicon or Lexicon.attested()
         self.decoding = decoding or DecodingConfig()
         self.userdict = userdict or UserDict()
-        self.fuzzy, self.punct = parse_fuzzy(fuzzy), punct
+        self.fuzzy, self.punct, self.scheme = parse_fuzzy(fuzzy), punct, check_scheme(scheme)
         self.ngram, self.words = ngram, words
         self._chars = np.array(tokenizer.chars, dtype=object)
         self._candidates = lru_cache(maxsize=65536)(self._piece_candidates)
@@ -167,33 +169,39 @@ class Converter:
 
     # ---- public API -----------------------------------------------------------------------------
     def convert(self, pinyin: str, context: str = "", *, fuzzy: Fuzzy = None,
-                punct: bool | None = None, userdict: UserDict | None = None) -> str:
+                punct: bool | None = None, userdict: UserDict | None = None,
+                scheme: str | None = None) -> str:
         """The best conversion of ``pinyin`` (``""`` for blank input); the options as for
         :meth:`candidates`."""
         best = self.candidates(pinyin, k=1, context=context, fuzzy=fuzzy, punct=punct,
-                               userdict=userdict)
+                               userdict=userdict, scheme=scheme)
         return best[0][0] if best else ""
 
     def convert_batch(self, pinyin: Sequence[str], context: str = "", *, fuzzy: Fuzzy = None,
-                      punct: bool | None = None, userdict: UserDict | None = None) -> list[str]:
+                      punct: bool | None = None, userdict: UserDict | None = None,
+                      scheme: str | None = None) -> list[str]:
         """The best conversion of each buffer, each with the same left ``context``."""
-        return [self.convert(line, context, fuzzy=fuzzy, punct=punct, userdict=userdict)
-                for line in pinyin]
+        return [self.convert(line, context, fuzzy=fuzzy, punct=punct, userdict=userdict,
+                             scheme=scheme) for line in pinyin]
 
     def candidates(self, pinyin: str, k: int = 5, context: str = "", *, fuzzy: Fuzzy = None,
-                   punct: bool | None = None,
-                   userdict: UserDict | None = None) -> list[tuple[str, float]]:
+                   punct: bool | None = None, userdict: UserDict | None = None,
+                   scheme: str | None = None) -> list[tuple[str, float]]:
         """Up to ``k`` ranked ``(hanzi, log-score)`` conversions of the whole input.
 
         ``context``: hanzi already committed to the left. ``fuzzy``: sounds not told apart
         (``"all"``, ``"z=zh,n=l"`` or a list of pair names: :func:`pinzi.pinyin.parse_fuzzy`);
         ``punct``: ASCII punctuation becomes Chinese; ``userdict``: words that win where they
-        fit. Each defaults to the converter's own (its constructor's arguments).
+        fit; ``scheme``: the shuangpin scheme the keys are typed in (``"xiaohe"``:
+        :mod:`pinzi.shuangpin`; ``"pinyin"``: full pinyin). Each defaults to the converter's
+        own (its constructor's arguments).
         """
         fuzzy = self.fuzzy if fuzzy is None else parse_fuzzy(fuzzy)
         punct = self.punct if punct is None else punct
         if len(pinyin) > MAX_INPUT_CHARS:
             raise InputTooLong(f"input of {len(pinyin)} characters exceeds {MAX_INPUT_CHARS}")
+        # Shuangpin keys become pinyin first: fuzzy, punct and user words then work unchanged.
+        pinyin = to_pinyin(pinyin, self.scheme if scheme is None else scheme)
         userdict = userdict if userdict is not None else self.userdict
         decoding = self.decoding
         found = scored_segmentations(pinyin, fuzzy=fuzzy, chinese_punct=punct,

@@ -54,6 +54,7 @@ from pinzi import __version__
 from pinzi.converter import Converter
 from pinzi.errors import PinziError, SettingsError
 from pinzi.pinyin import FUZZY_PAIRS
+from pinzi.shuangpin import SCHEME_NAMES
 from pinzi.text import normalise
 
 STATIC = resources.files("pinzi") / "static"
@@ -100,6 +101,8 @@ def request_models(limits: Limits, adapters: Sequence[str] = ()
         context: Text = Field("", description="Hanzi already committed to the left (its tail).")
         fuzzy: list[FuzzyName] = Field([], description="Fuzzy pinyin pairs, or ['all'].")
         punct: bool = Field(False, description="Map ASCII punctuation to Chinese punctuation.")
+        scheme: Literal[SCHEME_NAMES] | None = Field(  # type: ignore[valid-type]
+            None, description="pinyin or a shuangpin (双拼) scheme; default: the server's.")
         adapter: str | None = Field(None, description=adapter_help)
 
     class CandidatesRequest(Options):
@@ -363,6 +366,7 @@ class ServeConfig:
     cors_origins: tuple[str, ...] = ()
     classifier: str | None = None  # a folder from `pinzi classify train`
     adapters: dict[str, str] = field(default_factory=dict)  # name -> `pinzi finetune --lora` dir
+    scheme: str | None = None  # how a request without a "scheme" is typed; None: pinyin
 
 
 def build_app(config: ServeConfig) -> FastAPI:
@@ -370,12 +374,12 @@ def build_app(config: ServeConfig) -> FastAPI:
 
     Raises a :class:`~pinzi.errors.PinziError` with a message for the user.
     """
-    converter = Converter.from_pretrained(config.model, backend=config.backend,
-                                          threads=config.threads)
+    defaults = dict(threads=config.threads, scheme=config.scheme)
+    converter = Converter.from_pretrained(config.model, backend=config.backend, **defaults)
     # Each adapter is merged into its own copy of the base on PyTorch (the base's 5M weights
     # are small); all of them share the base's n-gram tables.
     adapters = {name: Converter.from_pretrained(config.model, adapter=path, backend="torch",
-                                                threads=config.threads, ngram=converter.ngram)
+                                                ngram=converter.ngram, **defaults)
                 for name, path in config.adapters.items()}
     classifier = None
     if config.classifier is not None:
@@ -442,7 +446,8 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
     v1 = APIRouter(prefix="/v1", responses=ERRORS, dependencies=guard)
 
     def options(body) -> dict:
-        return dict(context=normalise(body.context), fuzzy=body.fuzzy, punct=body.punct)
+        return dict(context=normalise(body.context), fuzzy=body.fuzzy, punct=body.punct,
+                    scheme=body.scheme)
 
     def converter_for(body) -> Converter:
         if body.adapter is None:

@@ -12,6 +12,7 @@ const bar = $("candidates");
 const committed = $("committed");
 const status = $("status");
 const punct = $("punct");
+const scheme = $("scheme");  // how the keys are typed: full pinyin or a shuangpin scheme
 const adapter = $("adapter");  // shown when the server has LoRA adapters (pinzi serve --adapter)
 
 let shown = { pinyin: "", candidates: [] };  // what the bar shows, and for which buffer
@@ -66,6 +67,7 @@ async function refresh() {
   try {
     const answer = await post("v1/candidates", {
       pinyin, k: SHOWN, punct: punct.checked, adapter: adapter.value || null,
+      scheme: scheme.value || null,
       context: Array.from(committed.value).slice(-CONTEXT_CHARS).join(""),
     });
     if (ticket !== latest) return;  // a newer keystroke owns the bar
@@ -128,6 +130,7 @@ input.addEventListener("keydown", (event) => {
 });
 
 punct.addEventListener("change", () => { refresh(); input.focus(); });
+scheme.addEventListener("change", () => { refresh(); input.focus(); });
 adapter.addEventListener("change", () => { refresh(); input.focus(); });
 
 fetch("healthz").then((response) => response.json()).then((health) => {
