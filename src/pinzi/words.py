@@ -26,6 +26,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property, lru_cache
+from itertools import chain, repeat
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,8 @@ INDEXED = 150_000  # the most probable words that can fit typed pieces (all of t
 _KEYS = {syllable: initial_of(syllable) or syllable for syllable in SYLLABLES}
 _SYLLABLE_ID = {syllable: i for i, syllable in enumerate(SYLLABLES)}
 _KEY_ID = {key: i for i, key in enumerate(sorted(set(_KEYS.values())))}
+# A syllable's number -> the number of its key (what an initial piece shows of it).
+_INITIAL_OF_ID = np.array([_KEY_ID[_KEYS[syllable]] for syllable in SYLLABLES], dtype=np.int64)
 
 
 @contextmanager
@@ -62,13 +65,13 @@ def _bulk() -> Iterator[None]:
 
 class _Buckets:
     """Word ranks grouped by (first, second, length in syllables), each group in rank order:
-    one sorted array and the span of each group in it."""
+    one sorted array and the span of each group in it. ``ids`` numbers the firsts and
+    seconds (syllables, or the initials that stand for them)."""
 
-    def __init__(self, ranks: np.ndarray, lengths: np.ndarray, firsts: list[str],
-                 seconds: list[str], ids: dict[str, int]):
+    def __init__(self, ranks: np.ndarray, lengths: np.ndarray, firsts: np.ndarray,
+                 seconds: np.ndarray, ids: dict[str, int]):
         self.ids = ids
-        keys = self._key(np.array([ids[f] for f in firsts], dtype=np.int64),
-                         np.array([ids[s] for s in seconds], dtype=np.int64), lengths)
+        keys = self._key(firsts, seconds, lengths)
         order = np.argsort(keys, kind="stable")  # stable: rank order within a group
         keys, self.sorted_ranks = keys[order], ranks[order]
         starts = np.flatnonzero(np.diff(keys, prepend=-1))
@@ -124,10 +127,14 @@ class WordModel:
         if not (np.isfinite(values) & (values <= 0)).all():
             raise ValueError("a value that is not a log-probability (a number <= 0)")
         # fitting() looks each syllable up, and spans as many pieces as there are
-        unknown = {s for reading in set(readings) for s in reading.split("'")} - _KEYS.keys()
+        # (map and chain iterate in C: these checks run at every start of `pinzi convert`)
+        syllables = set(chain.from_iterable(map(str.split, set(readings), repeat("'"))))
+        unknown = syllables - _KEYS.keys()
         if unknown:
             raise ValueError(f"a reading with {min(unknown)!r}, which is no syllable")
-        if any(len(w) != r.count("'") + 1 for w, r in zip(words, readings, strict=True)):
+        if not np.array_equal(np.fromiter(map(len, words), np.int64, len(words)),
+                              np.fromiter(map(str.count, readings, repeat("'")), np.int64,
+                                          len(readings)) + 1):
             raise ValueError("a reading of more or fewer syllables than its word")
         return cls(dict(zip(words, values.tolist(), strict=True)),
                    dict(zip(words, readings, strict=True)))
@@ -182,16 +189,20 @@ class WordModel:
 
     @staticmethod
     def _group(readings: list[str]) -> tuple[_Buckets, _Buckets]:
-        multi = [(rank, reading.split("'", 2)) for rank, reading in enumerate(readings)
-                 if "'" in reading]
-        ranks = np.fromiter((rank for rank, _ in multi), np.int64, len(multi))
-        lengths = np.fromiter((readings[rank].count("'") + 1 for rank, _ in multi), np.int64,
-                              len(multi))
-        firsts = [parts[0] for _, parts in multi]
-        seconds = [parts[1] for _, parts in multi]
+        # Syllables and initials as numbers, read straight into arrays: no per-word objects
+        # outlive their line (a list of split readings would cost 40 MB at its peak).
+        ranks = np.array([rank for rank, reading in enumerate(readings) if "'" in reading],
+                         dtype=np.int64)
+        multi = [readings[rank] for rank in ranks.tolist()]
+        count = len(multi)
+        lengths = np.fromiter((r.count("'") + 1 for r in multi), np.int64, count)
+        firsts = np.fromiter((_SYLLABLE_ID[r.partition("'")[0]] for r in multi), np.int64,
+                             count)
+        seconds = np.fromiter((_SYLLABLE_ID[r.partition("'")[2].partition("'")[0]]
+                               for r in multi), np.int64, count)
         return (_Buckets(ranks, lengths, firsts, seconds, _SYLLABLE_ID),
-                _Buckets(ranks, lengths, [_KEYS[s] for s in firsts],
-                         [_KEYS[s] for s in seconds], _KEY_ID))
+                _Buckets(ranks, lengths, _INITIAL_OF_ID[firsts], _INITIAL_OF_ID[seconds],
+                         _KEY_ID))
 
     def _score(self, text: str) -> float:
         """Log-probability of the best segmentation of each run of hanzi in ``text``."""
