@@ -3,6 +3,7 @@ scheme option through the converter, the command line, the HTTP API and the page
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,21 @@ def test_the_page_offers_every_scheme_and_sends_it():
     for name in SCHEME_NAMES:
         assert f'<option value="{name}">' in page
     assert 'id="scheme"' in page and "scheme: scheme.value || null" in script
+
+
+@pytest.mark.slow  # a real browser: seconds
+def test_the_page_menu_converts_shuangpin(converter):
+    from test_serve import serving
+    from test_web import CHROMIUM, CHROMIUM_ARGS, sync_api  # skips without a browser
+
+    with serving(create_app(converter)) as (host, port), sync_api.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(f"http://{host}:{port}")
+        page.locator("#scheme").select_option("xiaohe")
+        sent = []
+        page.on("request", lambda r: sent.append(r) if r.url.endswith("/v1/candidates") else None)
+        page.locator("#pinyin").press_sequentially("nihc", delay=30)
+        sync_api.expect(page.locator("#candidates li").first).to_contain_text("你好")
+        assert json.loads(sent[-1].post_data)["scheme"] == "xiaohe"
+        browser.close()
