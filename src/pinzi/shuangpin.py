@@ -17,6 +17,8 @@ from pinzi.errors import SettingsError
 from pinzi.pinyin import SYLLABLES, initial_of, normalize_syllable
 
 FULL_PINYIN = "pinyin"  # the scheme name that means full pinyin (全拼): keys taken as typed
+# Key -> initial: every scheme here puts zh, ch and sh on v, i and u, the rest on their letter.
+_INITIAL_KEYS = {"v": "zh", "i": "ch", "u": "sh", **{i: i for i in "bpmfdtnlgkhjqxrzcsyw"}}
 
 
 @dataclass(frozen=True)
@@ -32,14 +34,7 @@ class Scheme:
     title: str
     finals: str
     zero_key: str = ""
-    zh_ch_sh: str = "viu"  # the keys of zh, ch and sh
-
-    @cached_property
-    def initial_keys(self) -> dict[str, str]:
-        """Key -> initial, for every initial."""
-        keys = {"zh": self.zh_ch_sh[0], "ch": self.zh_ch_sh[1], "sh": self.zh_ch_sh[2]}
-        letters = {i: i for i in "bpmfdtnlgkhjqxrzcsyw"}
-        return {key: initial for initial, key in {**letters, **keys}.items()}
+    initial_keys = _INITIAL_KEYS
 
     @cached_property
     def final_keys(self) -> dict[str, tuple[str, ...]]:
@@ -82,7 +77,7 @@ class Scheme:
         for first, initial in self.initial_keys.items():
             for second, finals in self.final_keys.items():
                 readings = (normalize_syllable(initial + final) for final in finals)
-                syllable = next((s for s in readings if s and initial_of(s) == initial), None)
+                syllable = next(filter(None, readings), None)
                 if syllable is not None:
                     found[first + second] = syllable
         return found
