@@ -14,8 +14,8 @@ from pinzi.cli import app
 runner = CliRunner()
 
 
-COMMANDS = {(): {"convert", "data", "pretrain", "eval", "serve", "export", "finetune", "merge",
-                  "classify"},
+COMMANDS = {(): {"convert", "pinyin", "data", "pretrain", "eval", "serve", "export", "finetune",
+                  "merge", "classify"},
             ("data",): {"prepare"}, ("classify",): {"train", "keras", "eval", "predict"}}
 
 
@@ -230,3 +230,59 @@ def test_eval_table_fits_80_columns(tmp_path, monkeypatch):
     assert max(map(len, lines)) <= 80
     assert sum("100.00%  100.00%  100.00%  100.00" in line for line in lines) == 6
     assert all(path.name in result.stdout for path in files)
+
+
+# ---- traditional output, hanzi -> pinyin --------------------------------------------------------
+def test_convert_writes_traditional_characters(tiny_model, tmp_path):
+    def convert(*args: str) -> str:
+        result = runner.invoke(app, ["convert", *args, "-m", str(tiny_model), "--traditional"])
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    assert convert("woaibeijing") == "我愛北京\n"
+    row = json.loads(convert("woaibeijing", "--json", "--nbest", "5"))
+    texts = [c["hanzi"] for c in row["candidates"]]
+    assert row["hanzi"] == texts[0] == "我愛北京" and len(set(texts)) == len(texts)
+    assert "爱" not in "".join(texts)
+    # fuzzy pinyin and the user dictionary (written in simplified) work as without the flag
+    assert convert("zongguo", "--fuzzy", "z=zh") == "中國\n"
+    words = tmp_path / "words.txt"
+    words.write_text("银航 20\n", encoding="utf-8")
+    assert convert("yinhang", "--userdict", str(words)) == "銀航\n"
+    assert convert("yinhang") == "銀行\n"
+
+
+def pinyin(*args: str, stdin: bytes | None = None) -> str:
+    result = runner.invoke(app, ["pinyin", *args], input=stdin)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_pinyin_reads_a_character_in_its_word():
+    assert pinyin("中文") == "zhōng wén\n"
+    assert pinyin("重庆") == "chóng qìng\n"
+    assert pinyin("银行") == "yín háng\n"
+    assert pinyin("行走") == "xíng zǒu\n"
+
+
+def test_pinyin_tone_styles_and_separator():
+    assert pinyin("绿了吗", "--tone", "number") == "lv4 le5 ma5\n"
+    assert pinyin("绿了吗", "--tone", "none") == "lv le ma\n"
+    assert pinyin("绿了吗", "--tone", "mark") == "lǜ le ma\n"
+    assert pinyin("重庆银行", "--separator", "-") == "chóng-qìng-yín-háng\n"
+    assert pinyin("中文", "--separator", "", "--tone", "none") == "zhongwen\n"
+    result = runner.invoke(app, ["pinyin", "中文", "--tone", "digits"])
+    assert result.exit_code == 2 and "mark" in result.output
+
+
+def test_pinyin_passes_other_text_through():
+    # words of letters or digits stand apart like readings; punctuation and spaces are kept
+    assert pinyin("我用Python3写，你呢？") == "wǒ yòng Python3 xiě，nǐ ne？\n"
+    assert pinyin("你好  世界!", "--separator", "-") == "nǐ-hǎo  shì-jiè!\n"
+    assert pinyin("abc, 123") == "abc, 123\n"
+
+
+def test_pinyin_stdin_keeps_one_line_per_line():
+    lines = ["中文".encode(), b"", b"ok", b"\xff" + "银行".encode(), b"\x07" + "行".encode()]
+    out = pinyin("--tone", "none", stdin=b"\n".join(lines) + b"\n").split("\n")
+    assert out == ["zhong wen", "", "ok", "\ufffdyin hang", "xing", ""]

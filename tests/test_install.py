@@ -30,7 +30,7 @@ except ModuleNotFoundError:  # Python 3.10
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 HEAVY = {"torch", "transformers", "accelerate", "peft", "datasets", "tensorboard", "matplotlib",
-         "scikit-learn", "opencc", "fastapi", "uvicorn", "keras", "onnx"}
+         "scikit-learn", "fastapi", "uvicorn", "keras", "onnx"}
 
 
 def _name(requirement: Requirement) -> str:
@@ -113,9 +113,9 @@ sys.meta_path.insert(0, NotInstalled())
 def test_the_default_install_leaves_out_training_and_serving():
     default = {_name(r) for r in requirements()}
     assert not default & HEAVY
-    assert {"numpy", "onnxruntime", "pypinyin", "typer", "rich", "filelock"} <= default
+    assert {"numpy", "onnxruntime", "pypinyin", "typer", "rich", "filelock", "opencc"} <= default
     assert {"torch", "transformers", "accelerate", "peft", "datasets", "tensorboard",
-            "matplotlib", "scikit-learn", "opencc"} <= {_name(r) for r in requirements(("train",))}
+            "matplotlib", "scikit-learn"} <= {_name(r) for r in requirements(("train",))}
     assert {"fastapi", "uvicorn"} <= {_name(r) for r in requirements(("serve",))}
     assert {"keras", "torch"} <= {_name(r) for r in requirements(("keras",))}
     assert {_name(r) for r in requirements(("all",))} >= HEAVY
@@ -143,6 +143,8 @@ for name, args, stdin in [
         ("help", ["--help"], None),
         ("convert", ["convert", "woaibeijingtiananmen"], None),
         ("stdin", ["convert"], "nihao\\nwo ai bei jing\\n"),
+        ("traditional", ["convert", "woaibeijing", "--traditional"], None),
+        ("pinyin", ["pinyin", "重庆银行"], None),
         ("eval", ["eval", sys.argv[1], "--backend", "onnx", "--form", "all"], None),
         ("pretrain", ["pretrain", "--data", "d", "--out", "o"], None),
         ("prepare", ["data", "prepare", sys.argv[1], "--out", "o"], None),
@@ -162,12 +164,15 @@ def test_conversion_works_with_the_default_install_alone(tmp_path):
     code = LEAN_COMMANDS.replace("sys.argv[1]", repr(str(gold)))
     runs = run_without_the_rest(code, tmp_path)
     assert runs.pop("loaded") == []
-    for name in ("version", "help", "convert", "stdin", "eval"):
+    for name in ("version", "help", "convert", "stdin", "eval", "traditional", "pinyin",
+                 "prepare"):
         assert runs[name][0] == 0, (name, runs[name])
     assert runs["convert"][1] == "我爱北京天安门\n"
+    assert runs["traditional"][1] == "我愛北京\n" and runs["pinyin"][1] == "chóng qìng yín háng\n"
     assert runs["stdin"][1] == "你好\n我爱北京\n"
     assert runs["eval"][1].count("100.00%") >= 6  # spaced and continuous are all right
-    for name, extra in [("pretrain", "train"), ("prepare", "train"), ("classify", "train"),
+    assert json.loads(runs["prepare"][1])["sentences"]["kept"] == 2  # local files: no extra
+    for name, extra in [("pretrain", "train"), ("classify", "train"),
                         ("export", "train"), ("serve", "serve")]:
         code, _, stderr = runs[name]
         assert code == 2 and f'pip install "pinzi[{extra}]"' in stderr, (name, runs[name])

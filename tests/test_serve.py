@@ -46,6 +46,7 @@ from pinzi.serve import (
     create_app,
     worker_app,
 )
+from pinzi.text import to_traditional
 from pinzi.tokenizer import PinziTokenizer
 
 PINYIN = ["".join(lazy_pinyin(s)) for s in SENTENCES]
@@ -566,3 +567,35 @@ def test_connections_past_the_limit_are_refused_at_once(converter):
         while httpx.get(url).status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert httpx.get(url).status_code == 200
+
+
+# ---- traditional characters ---------------------------------------------------------------------
+def test_traditional_is_a_request_option(client):
+    def candidates(**body):
+        return client.post("/v1/candidates", json={"k": 3, **body}).json()["candidates"]
+
+    simplified = candidates(pinyin="tiananmen", context="我爱北京")
+    # the same conversions, written traditional; a traditional context is read as simplified
+    traditional = candidates(pinyin="tiananmen", context="我愛北京", traditional=True)
+    assert traditional[0]["hanzi"] == "天安門"
+    assert traditional == [{**c, "hanzi": to_traditional(c["hanzi"])} for c in simplified]
+    answer = client.post("/v1/convert", json={"pinyin": ["woaibeijing", "zongguo"],
+                                              "fuzzy": ["z=zh"], "traditional": True})
+    assert answer.json() == {"hanzi": ["我愛北京", "中國"]}
+    assert client.post("/v1/convert", json={"pinyin": ["x"], "traditional": "maybe"}
+                       ).status_code == 422
+
+
+def test_serve_traditional_is_the_servers_default(tiny_model, monkeypatch):
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app))
+    result = CliRunner().invoke(cli, ["serve", "-m", str(tiny_model), "--backend", "torch",
+                                      "--traditional"])
+    assert result.exit_code == 0, result.output
+    with TestClient(served["app"]) as client:
+        def convert(**options):
+            body = {"pinyin": ["woaibeijing"], **options}
+            return client.post("/v1/convert", json=body).json()["hanzi"]
+
+        assert convert() == ["我愛北京"]
+        assert convert(traditional=False) == ["我爱北京"]

@@ -38,6 +38,7 @@ from pinzi.console import (
 )
 from pinzi.errors import PinziError
 from pinzi.evaluate import FORMS
+from pinzi.pinyin import TONES, annotate
 from pinzi.shuangpin import FULL_PINYIN, SCHEME_NAMES
 
 # shared by convert and serve
@@ -48,7 +49,7 @@ SchemeOption = Annotated[Literal[SCHEME_NAMES], typer.Option(
 # The extra of pyproject.toml that installs each optional library a command may import.
 EXTRA_OF_MODULE = {
     **dict.fromkeys(("torch", "transformers", "accelerate", "peft", "datasets", "safetensors",
-                     "opencc", "tensorboard", "matplotlib", "sklearn"), "train"),
+                     "tensorboard", "matplotlib", "sklearn"), "train"),
     **dict.fromkeys(("fastapi", "fastapi_offline", "starlette", "uvicorn"), "serve"),
     "onnx": "onnx", "keras": "keras", "sacrebleu": "bench",
 }
@@ -126,6 +127,9 @@ def convert(
         help="Fuzzy pinyin: 'all' or pairs such as 'z=zh,n=l,an=ang'.")] = None,
     punct: Annotated[bool, typer.Option(
         "--punct", help="Map ASCII punctuation to Chinese punctuation (, -> ，).")] = False,
+    traditional: Annotated[bool, typer.Option(
+        "--traditional", help="Write traditional characters (OpenCC s2t: 我爱北京 -> 我愛北京); "
+                              "the model itself writes simplified ones.")] = False,
     scheme: SchemeOption = FULL_PINYIN,
     as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON object per line: the pinyin, the best hanzi and the "
@@ -150,7 +154,7 @@ def convert(
     words = UserDict.load(userdict) if userdict is not None else None
     # onnxruntime when the folder has a model.onnx and no adapter is given
     converter = Converter.from_pretrained(model, adapter=adapter, fuzzy=fuzzy, punct=punct,
-                                          userdict=words, scheme=scheme)
+                                          userdict=words, traditional=traditional, scheme=scheme)
 
     def convert_line(line: str, number: int | None = None) -> None:
         try:
@@ -170,6 +174,45 @@ def convert(
         return
     for number, line in stdin_lines():
         convert_line(line, number)
+
+
+# ---- pinyin (pinzi.pinyin) ---------------------------------------------------------------------
+@app.command("pinyin")
+def pinyin_(
+    text: Annotated[str | None, typer.Argument(
+        help="Chinese text, e.g. 中文. Omit it to read standard input line by line.")] = None,
+    tone: Annotated[Literal[TONES], typer.Option(
+        help="mark: zhōng wén, number: zhong1 wen2 (5 for the neutral tone), none: zhong wen.")
+    ] = "mark",
+    separator: Annotated[str, typer.Option(
+        help="Written between neighbouring readings, and between a reading and a word of "
+             "letters or digits.")] = " ",
+) -> None:
+    """Hanzi to pinyin: [bold]pinzi pinyin 中文[/] -> zhōng wén.
+
+    A character with several readings is read in its word (银行 yín háng, 行走 xíng zǒu), as
+    pypinyin's phrase dictionary says; everything else (punctuation, spaces, Latin, digits)
+    is written as given. Without TEXT it reads standard input and writes exactly one line per
+    input line, as convert does.
+    """
+
+    def spell(line: str) -> None:
+        out, before = [], (False, False)  # whether the previous character was read, word-like
+        for char, reading in zip(line, annotate(line, tone), strict=True):
+            read, wordlike = bool(reading), bool(reading) or char.isalnum()
+            # a reading stands apart from a neighbouring reading, letter or digit, as words do;
+            # punctuation and spaces are written as they come
+            if (read or before[0]) and wordlike and before[1]:
+                out.append(separator)
+            out.append(reading or char)
+            before = read, wordlike
+        emit("".join(out))
+
+    if text is not None:
+        spell(without_controls(text))
+        return
+    for _, line in stdin_lines():
+        spell(line)
 
 
 @data_app.command("prepare")
@@ -350,6 +393,9 @@ def serve(
     classifier: Annotated[str | None, typer.Option(  # classify: /v1/classify
         help="Also answer /v1/classify with this folder from `pinzi classify train`.")] = None,
     scheme: SchemeOption = FULL_PINYIN,  # a request's "scheme" may choose another
+    traditional: Annotated[bool, typer.Option(
+        "--traditional", help="Answer in traditional characters unless a request sends "
+                              "\"traditional\": false (OpenCC s2t).")] = False,
 ) -> None:
     """Serve conversion over HTTP, with an input-method page: [bold]pinzi serve -m MODEL[/].
 
@@ -374,7 +420,7 @@ def serve(
     # waits, slowed every request several times over under load: hence --threads 1.
     config = ServeConfig(model=model, backend=backend, threads=threads, api_key=api_key or None,
                          cors_origins=tuple(cors_origin or ()), classifier=classifier,
-                         adapters=adapters, scheme=scheme)
+                         adapters=adapters, scheme=scheme, traditional=traditional)
     app_ = build_app(config)  # with workers too: a model that does not load fails here
     _reserve_files(max_connections)  # workers inherit the limit
     # uvicorn handles SIGINT/SIGTERM itself: it stops accepting, lets requests in flight end,

@@ -33,6 +33,7 @@ from pinzi.lexicon import Lexicon
 from pinzi.ngram import NGRAM_FILE, CharNgram
 from pinzi.pinyin import Piece, parse_fuzzy, scored_segmentations
 from pinzi.shuangpin import check_scheme, to_pinyin
+from pinzi.text import to_simplified, to_traditional
 from pinzi.tokenizer import PAD_ID, TOKENIZER_CONFIG_FILE, VOCAB_FILE, PinziTokenizer
 from pinzi.words import WORDS_FILE, WordModel
 
@@ -114,15 +115,16 @@ class Converter:
                  lexicon: Lexicon | None = None, *, decoding: DecodingConfig | None = None,
                  userdict: UserDict | None = None, ngram: CharNgram | None = None,
                  words: WordModel | None = None, fuzzy: Fuzzy = None, punct: bool = False,
-                 scheme: str | None = None):
-        """``userdict``, ``fuzzy``, ``punct`` and ``scheme`` are the defaults of every
-        conversion; each call may give its own."""
+                 traditional: bool = False, scheme: str | None = None):
+        """``userdict``, ``fuzzy``, ``punct``, ``traditional`` and ``scheme`` are the defaults
+        of every conversion; each call may give its own."""
         self.scorer = scorer
         self.tokenizer = tokenizer
         self.lexicon = lexicon or Lexicon.attested()
         self.decoding = decoding or DecodingConfig()
         self.userdict = userdict or UserDict()
         self.fuzzy, self.punct, self.scheme = parse_fuzzy(fuzzy), punct, check_scheme(scheme)
+        self.traditional = traditional
         self.ngram, self.words = ngram, words
         self._chars = np.array(tokenizer.chars, dtype=object)
         self._candidates = lru_cache(maxsize=65536)(self._piece_candidates)
@@ -170,34 +172,43 @@ class Converter:
     # ---- public API -----------------------------------------------------------------------------
     def convert(self, pinyin: str, context: str = "", *, fuzzy: Fuzzy = None,
                 punct: bool | None = None, userdict: UserDict | None = None,
-                scheme: str | None = None) -> str:
+                traditional: bool | None = None, scheme: str | None = None) -> str:
         """The best conversion of ``pinyin`` (``""`` for blank input); the options as for
         :meth:`candidates`."""
         best = self.candidates(pinyin, k=1, context=context, fuzzy=fuzzy, punct=punct,
-                               userdict=userdict, scheme=scheme)
+                               userdict=userdict, traditional=traditional, scheme=scheme)
         return best[0][0] if best else ""
 
     def convert_batch(self, pinyin: Sequence[str], context: str = "", *, fuzzy: Fuzzy = None,
                       punct: bool | None = None, userdict: UserDict | None = None,
-                      scheme: str | None = None) -> list[str]:
+                      traditional: bool | None = None, scheme: str | None = None
+                      ) -> list[str]:
         """The best conversion of each buffer, each with the same left ``context``."""
         return [self.convert(line, context, fuzzy=fuzzy, punct=punct, userdict=userdict,
-                             scheme=scheme) for line in pinyin]
+                             traditional=traditional, scheme=scheme) for line in pinyin]
 
     def candidates(self, pinyin: str, k: int = 5, context: str = "", *, fuzzy: Fuzzy = None,
                    punct: bool | None = None, userdict: UserDict | None = None,
+                   traditional: bool | None = None,
                    scheme: str | None = None) -> list[tuple[str, float]]:
         """Up to ``k`` ranked ``(hanzi, log-score)`` conversions of the whole input.
 
         ``context``: hanzi already committed to the left. ``fuzzy``: sounds not told apart
         (``"all"``, ``"z=zh,n=l"`` or a list of pair names: :func:`pinzi.pinyin.parse_fuzzy`);
         ``punct``: ASCII punctuation becomes Chinese; ``userdict``: words that win where they
-        fit; ``scheme``: the shuangpin scheme the keys are typed in (``"xiaohe"``:
-        :mod:`pinzi.shuangpin`; ``"pinyin"``: full pinyin). Each defaults to the converter's
-        own (its constructor's arguments).
+        fit (written in simplified characters); ``traditional``: the hanzi written in
+        traditional characters (:func:`pinzi.text.to_traditional`; a traditional ``context``
+        is read as simplified); ``scheme``: the shuangpin scheme the keys are typed in
+        (``"xiaohe"``: :mod:`pinzi.shuangpin`; ``"pinyin"``: full pinyin). Each defaults to the
+        converter's own (its constructor's arguments).
         """
         fuzzy = self.fuzzy if fuzzy is None else parse_fuzzy(fuzzy)
         punct = self.punct if punct is None else punct
+        traditional = self.traditional if traditional is None else traditional
+        # The model reads and writes simplified characters: the script changes at the edges.
+        written = to_traditional if traditional else _as_written
+        if traditional:
+            context = to_simplified(context)
         if len(pinyin) > MAX_INPUT_CHARS:
             raise InputTooLong(f"input of {len(pinyin)} characters exceeds {MAX_INPUT_CHARS}")
         # Shuangpin keys become pinyin first: fuzzy, punct and user words then work unchanged.
@@ -215,12 +226,12 @@ class Converter:
         readings = [r for (cost, r), letters in zip(found, kept, strict=True)
                     if cost - best_cost <= decoding.max_cost_gap and letters <= kept[0]]
         if sum(map(_size, best)) > WINDOW:  # long text: one reading, window by window
-            return [(self._convert_long(best, context, userdict), 0.0)]
+            return [(written(self._convert_long(best, context, userdict)), 0.0)]
         scored: dict[str, float] = {}
         for rank, (reading, positions) in enumerate(
                 zip(readings, self._score(readings, context), strict=True)):
             for text, score in self._search(reading, positions, k, userdict):
-                score -= decoding.reading_penalty * rank
+                text, score = written(text), score - decoding.reading_penalty * rank
                 if score > scored.get(text, -math.inf):
                     scored[text] = score
         return sorted(scored.items(), key=lambda item: (-item[1], item[0]))[:k]
@@ -338,6 +349,10 @@ class Converter:
                 output += self._search(window, positions, 1, userdict)[0][0]
                 window, size = [], 0
         return output
+
+
+def _as_written(text: str) -> str:
+    return text
 
 
 def _size(piece: Piece) -> int:

@@ -25,12 +25,10 @@ import zlib
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from functools import cache
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
 
 import numpy as np
-import opencc
 from rich import progress as rp
 from rich.console import Console
 
@@ -40,7 +38,7 @@ from pinzi.hub import looks_local
 from pinzi.io import BOM, MAX_LINE_BYTES, exclusive, format_of
 from pinzi.lexicon import Lexicon
 from pinzi.pinyin import annotate
-from pinzi.text import HAN, normalise
+from pinzi.text import HAN, normalise, to_simplified
 
 FORMATS = ("txt", "jsonl", "tsv", "csv")  # each may also end in .gz
 CHUNK_LINES, CHUNK_CHARS = 2000, 2_000_000  # the unit of work sent to a worker
@@ -87,15 +85,10 @@ def split_sentences(text: str, max_chars: int) -> tuple[list[str], int]:
     return [p for p in map(str.strip, pieces) if p], cuts
 
 
-@cache
-def _t2s():
-    return opencc.OpenCC("t2s")
-
-
 def _to_simplified(texts: list[str]) -> list[str]:
     # One OpenCC call per chunk: normalised texts hold no newline, so the join is reversible.
-    converted = _t2s().convert("\n".join(texts)).split("\n")
-    return converted if len(converted) == len(texts) else [_t2s().convert(t) for t in texts]
+    converted = to_simplified("\n".join(texts)).split("\n")
+    return converted if len(converted) == len(texts) else [to_simplified(t) for t in texts]
 
 
 def _split_of(name: str) -> str | None:

@@ -45,19 +45,15 @@ zun zuo ê
 SYLLABLES: tuple[str, ...] = tuple(sorted(_SYLLABLE_TEXT.split()))
 _SYLLABLE_SET = frozenset(SYLLABLES)
 
-INITIALS: tuple[str, ...] = (
-    "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h",
-    "j", "q", "x", "zh", "ch", "sh", "r", "z", "c", "s", "y", "w",
-)  # fmt: skip
+INITIALS: tuple[str, ...] = ("b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h", "j", "q",
+                             "x", "zh", "ch", "sh", "r", "z", "c", "s", "y", "w")
 _INITIAL_SET = frozenset(INITIALS)
 
 FUZZY_PAIRS: dict[str, tuple[str, str]] = {
     name: tuple(name.split("=", 1))  # type: ignore[misc]
-    for name in (
-        "z=zh", "c=ch", "s=sh", "n=l", "f=h", "r=l",
-        "an=ang", "en=eng", "in=ing", "ian=iang", "uan=uang",
-    )
-}  # fmt: skip
+    for name in ("z=zh", "c=ch", "s=sh", "n=l", "f=h", "r=l",
+                 "an=ang", "en=eng", "in=ing", "ian=iang", "uan=uang")
+}
 
 
 def initial_of(syllable: str) -> str | None:
@@ -100,7 +96,6 @@ _PREFIXES = _prefix_table()
 
 
 # --------------------------------------------------------------------------- normalisation
-
 _TONE_MARKS = str.maketrans("", "", "\u0300\u0301\u0304\u030c")  # grave acute macron caron
 _LATIN = "\u00c0-\u024f\u1e00-\u1eff"  # precomposed accented Latin letters
 _MARKED = re.compile(rf"[A-Za-z{_LATIN}][\u0300-\u036f]+|[{_LATIN}]")  # a letter and its marks
@@ -139,7 +134,6 @@ def normalize_syllable(s: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------- the parser
-
 
 @dataclass(frozen=True)
 class Piece:
@@ -352,8 +346,6 @@ def fuzzy_variants(syllable: str, fuzzy: frozenset[str]) -> list[str]:
     return [syllable, *sorted(v for v in variants if v in _SYLLABLE_SET)]
 
 
-
-
 # An initial typed alone stands for the syllables it starts: z for zh as well as z (srkl ->
 # 生日快乐), as input methods' abbreviations (简拼) take the first letter; zh still means zh only.
 _ABBREVIATED_BY = {"z": ("z", "zh"), "c": ("c", "ch"), "s": ("s", "sh")}
@@ -372,13 +364,8 @@ def _pinyin_piece(text: str, kind: str, fuzzy: frozenset[str]) -> Piece:
     return Piece(text, kind, tuple(dict.fromkeys(base)))
 
 
-def segmentations(
-    text: str,
-    *,
-    fuzzy: frozenset[str] = frozenset(),
-    chinese_punct: bool = False,
-    limit: int = 8,
-) -> list[list[Piece]]:
+def segmentations(text: str, *, fuzzy: frozenset[str] = frozenset(),
+                  chinese_punct: bool = False, limit: int = 8) -> list[list[Piece]]:
     """Every reading of typed input as pieces, best first, at most `limit` of them.
 
     The readings of :func:`scored_segmentations`, without their costs.
@@ -390,13 +377,9 @@ def segmentations(
     return [pieces for _, pieces in found]
 
 
-def scored_segmentations(
-    text: str,
-    *,
-    fuzzy: frozenset[str] = frozenset(),
-    chinese_punct: bool = False,
-    limit: int = 8,
-) -> list[tuple[int, list[Piece]]]:
+def scored_segmentations(text: str, *, fuzzy: frozenset[str] = frozenset(),
+                         chinese_punct: bool = False,
+                         limit: int = 8) -> list[tuple[int, list[Piece]]]:
     """Every reading of typed input as (cost, pieces), cheapest first, at most `limit`.
 
     The cost is the sum of its pieces' costs (``_PIECE`` and the surcharges beside it; the
@@ -404,14 +387,12 @@ def scored_segmentations(
 
     Each reading re-joins to the normalised input:
     ``"".join(p.text for p in seg).lower() == normalize_input(text).lower()``.
-    Raises ValueError only for an unknown fuzzy option name. Rules: docs/pinyin.md.
+    Raises ValueError only for an unknown fuzzy option name.
 
-    Args:
-        text: what the user typed: pinyin with or without spaces, apostrophes, tones or
-            abbreviations, mixed with anything else (passed through).
-        fuzzy: names from FUZZY_PAIRS whose sounds are not told apart.
-        chinese_punct: give ASCII punctuation a Chinese `Piece.output`.
-        limit: how many readings to return at most.
+    `text` is what the user typed: pinyin with or without spaces, apostrophes, tones or
+    abbreviations, mixed with anything else (passed through); `fuzzy`, names from FUZZY_PAIRS
+    whose sounds are not told apart; `chinese_punct` gives ASCII punctuation a Chinese
+    `Piece.output`.
 
     >>> [(cost, " ".join(p.text for p in seg))
     ...  for cost, seg in scored_segmentations("xian", limit=3)]
@@ -467,54 +448,53 @@ def parse(text: str, **kw: object) -> list[Piece]:
 
 
 # --------------------------------------------------------------------------- annotation
-
 _NO_PINYIN = "\x00"  # what pypinyin gives, via our `errors` hook, for characters it cannot read
+TONES = ("mark", "number", "none")  # zhōng, zhong1 (neutral tone: 5), zhong (canonical)
 
 
 @lru_cache(maxsize=1)
 def _pypinyin() -> tuple:
-    """pypinyin's converter and segmenter, imported on first use (loading takes ~1 s)."""
+    """pypinyin's converter, styles by TONES and segmenter, imported on first use (~1 s)."""
     from pypinyin import Style
     from pypinyin.constants import RE_HANS
-    from pypinyin.converter import DefaultConverter
+    from pypinyin.converter import UltimateConverter
     from pypinyin.core import Pinyin
     from pypinyin.seg.simpleseg import seg
 
-    return Pinyin(DefaultConverter()), Style.NORMAL, seg, RE_HANS
+    styles = dict(zip(TONES, (Style.TONE, Style.TONE3, Style.NORMAL), strict=True))
+    # The neutral tone's 5 changes Style.TONE3 alone: toneless readings are pypinyin's defaults.
+    return Pinyin(UltimateConverter(neutral_tone_with_five=True)), styles, seg, RE_HANS
 
 
 @lru_cache(maxsize=1 << 17)
-def _word_pinyin(word: str) -> tuple[str, ...]:
+def _word_pinyin(word: str, tone: str = "none") -> tuple[str, ...]:
     """Readings of one word as segmented by pypinyin; cached, since words repeat a lot."""
-    engine, style, _, _ = _pypinyin()
-    readings = engine.lazy_pinyin(
-        word, style=style, errors=lambda chars: [_NO_PINYIN] * len(chars), strict=True
-    )
+    engine, styles, _, _ = _pypinyin()
+    readings = engine.lazy_pinyin(word, style=styles[tone], strict=True,
+                                  errors=lambda chars: [_NO_PINYIN] * len(chars))
     if len(readings) != len(word):  # never seen; keep the one-per-character promise anyway
-        return tuple(r for ch in word for r in _word_pinyin(ch)) if len(word) > 1 else ("",)
-    return tuple("" if r == _NO_PINYIN else _canonical(r) for r in readings)
+        return (tuple(r for ch in word for r in _word_pinyin(ch, tone)) if len(word) > 1
+                else ("",))
+    return tuple("" if r == _NO_PINYIN else r if tone != "none" or r in _SYLLABLE_SET
+                 else normalize_syllable(r) or "" for r in readings)
 
 
-def _canonical(reading: str) -> str:
-    return reading if reading in _SYLLABLE_SET else normalize_syllable(reading) or ""
+def annotate(text: str, tone: str = "none") -> list[str]:
+    """Hanzi -> pinyin, exactly one entry per character of `text`.
 
-
-def annotate(text: str) -> list[str]:
-    """Hanzi -> toneless pinyin, exactly one entry per character of `text`.
-
-    Each hanzi gets its canonical syllable, polyphones resolved from context by pypinyin's
-    phrase dictionary ("银行" -> yin hang, "行走" -> xing zou); every other character
+    Each hanzi gets its canonical syllable (`tone` "none"), or that with its tone mark ("mark":
+    zhōng, lǜ) or digit ("number": zhong1, lv4, le5), polyphones resolved from context by
+    pypinyin's phrase dictionary ("银行" -> yin hang, "行走" -> xing zou); every other character
     (punctuation, digits, Latin, spaces, unreadable hanzi) gets "". Pass whole lines: words
     are found by pypinyin's segmenter over the line, then looked up in a cache.
 
-    >>> annotate("去银行。")
-    ['qu', 'yin', 'hang', '']
+    >>> annotate("去银行。"), annotate("重庆", tone="mark")
+    (['qu', 'yin', 'hang', ''], ['chóng', 'qìng'])
     """
+    if tone not in TONES:
+        raise SettingsError(f"unknown tone style {tone!r}; choose from: {', '.join(TONES)}")
     _, _, seg, re_hans = _pypinyin()
     out: list[str] = []
     for word in seg(text):
-        if re_hans.match(word):
-            out.extend(_word_pinyin(word))
-        else:
-            out.extend([""] * len(word))
+        out.extend(_word_pinyin(word, tone) if re_hans.match(word) else [""] * len(word))
     return out

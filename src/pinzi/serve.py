@@ -101,6 +101,8 @@ def request_models(limits: Limits, adapters: Sequence[str] = ()
         context: Text = Field("", description="Hanzi already committed to the left (its tail).")
         fuzzy: list[FuzzyName] = Field([], description="Fuzzy pinyin pairs, or ['all'].")
         punct: bool = Field(False, description="Map ASCII punctuation to Chinese punctuation.")
+        traditional: bool | None = Field(None, description="Answer in traditional characters "
+                                         "(OpenCC s2t). Default: pinzi serve --traditional.")
         scheme: Literal[SCHEME_NAMES] | None = Field(  # type: ignore[valid-type]
             None, description="pinyin or a shuangpin (双拼) scheme; default: the server's.")
         adapter: str | None = Field(None, description=adapter_help)
@@ -366,6 +368,7 @@ class ServeConfig:
     cors_origins: tuple[str, ...] = ()
     classifier: str | None = None  # a folder from `pinzi classify train`
     adapters: dict[str, str] = field(default_factory=dict)  # name -> `pinzi finetune --lora` dir
+    traditional: bool = False  # answers in traditional characters unless a request says not
     scheme: str | None = None  # how a request without a "scheme" is typed; None: pinyin
 
 
@@ -374,7 +377,7 @@ def build_app(config: ServeConfig) -> FastAPI:
 
     Raises a :class:`~pinzi.errors.PinziError` with a message for the user.
     """
-    defaults = dict(threads=config.threads, scheme=config.scheme)
+    defaults = dict(threads=config.threads, traditional=config.traditional, scheme=config.scheme)
     converter = Converter.from_pretrained(config.model, backend=config.backend, **defaults)
     # Each adapter is merged into its own copy of the base on PyTorch (the base's 5M weights
     # are small); all of them share the base's n-gram tables.
@@ -421,10 +424,10 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # The first call fills lazy caches, normalise's table of control characters among them:
+        # The first call fills lazy caches (normalise's table of control characters, OpenCC's):
         # pay for it here rather than on a user's keystroke.
         for each in (converter, *adapters.values()):
-            await keystrokes.run(partial(each.candidates, normalise("\0nihao")))
+            await keystrokes.run(partial(each.candidates, normalise("\0nihao"), traditional=True))
         yield
         for pool in (keystrokes, batches):
             pool.close()
@@ -447,7 +450,7 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
 
     def options(body) -> dict:
         return dict(context=normalise(body.context), fuzzy=body.fuzzy, punct=body.punct,
-                    scheme=body.scheme)
+                    traditional=body.traditional, scheme=body.scheme)
 
     def converter_for(body) -> Converter:
         if body.adapter is None:

@@ -1,7 +1,10 @@
-"""Chinese text as pinzi reads it: which characters are hanzi, and one normal form.
+"""Chinese text as pinzi reads it: which characters are hanzi, one normal form, and the
+simplified and traditional scripts.
 
 Every text that reaches a model goes through :func:`normalise` first: the training corpus
 (``pinzi data prepare``), the texts a classifier labels, so that both see the same characters.
+Models read and write simplified characters; OpenCC converts between the scripts, phrase by
+phrase (头发 -> 頭髮, 发展 -> 發展).
 """
 
 from __future__ import annotations
@@ -50,3 +53,21 @@ def normalise(text: str) -> str:
     if text.isprintable() and not _needs_norm().search(text):  # the common, cheap case
         return text
     return _SPACES.sub(" ", text.translate(_norm_table())).strip()
+
+
+@cache
+def _opencc(config: str):
+    import opencc  # loading it and a table takes ~0.1 s: paid only where a script is converted
+
+    return opencc.OpenCC(config)
+
+
+def to_traditional(text: str) -> str:
+    """Simplified -> traditional characters (OpenCC ``s2t``, the standard forms, not Taiwan's or
+    Hong Kong's variants): 我爱北京 -> 我愛北京."""
+    return _opencc("s2t").convert(text)
+
+
+def to_simplified(text: str) -> str:
+    """Traditional -> simplified characters (OpenCC ``t2s``): 我愛北京 -> 我爱北京."""
+    return _opencc("t2s").convert(text)

@@ -13,6 +13,7 @@ const committed = $("committed");
 const status = $("status");
 const punct = $("punct");
 const scheme = $("scheme");  // how the keys are typed: full pinyin or a shuangpin scheme
+const traditional = $("traditional");  // the page's choice, sent with every request
 const adapter = $("adapter");  // shown when the server has LoRA adapters (pinzi serve --adapter)
 
 let shown = { pinyin: "", candidates: [] };  // what the bar shows, and for which buffer
@@ -66,8 +67,8 @@ async function refresh() {
   const started = performance.now();
   try {
     const answer = await post("v1/candidates", {
-      pinyin, k: SHOWN, punct: punct.checked, adapter: adapter.value || null,
-      scheme: scheme.value || null,
+      pinyin, k: SHOWN, punct: punct.checked, traditional: traditional.checked,
+      adapter: adapter.value || null, scheme: scheme.value || null,
       context: Array.from(committed.value).slice(-CONTEXT_CHARS).join(""),
     });
     if (ticket !== latest) return;  // a newer keystroke owns the bar
@@ -131,6 +132,7 @@ input.addEventListener("keydown", (event) => {
 
 punct.addEventListener("change", () => { refresh(); input.focus(); });
 scheme.addEventListener("change", () => { refresh(); input.focus(); });
+traditional.addEventListener("change", () => { refresh(); input.focus(); });
 adapter.addEventListener("change", () => { refresh(); input.focus(); });
 
 fetch("healthz").then((response) => response.json()).then((health) => {
