@@ -115,3 +115,17 @@ def test_the_api_docs_render_offline(page, server):
     sync_api.expect(page.locator(".opblock-summary-path").first).to_be_visible()
     assert "/v1/candidates" in page.content()
     assert outside == []
+
+
+@pytest.mark.slow
+def test_the_traditional_box_asks_for_traditional_characters(page, server):
+    expect = sync_api.expect
+    page.goto(server)  # a fresh page: the base model, no box checked
+    page.locator("#traditional").check()
+    requests = []
+    page.on("request", lambda r: requests.append(r) if r.url.endswith("/v1/candidates") else None)
+    page.locator("#pinyin").press_sequentially("woaibeijing", delay=30)
+    expect(page.locator("#candidates li").first).to_contain_text("我愛北京")
+    assert json.loads(requests[-1].post_data)["traditional"] is True
+    page.locator("#traditional").uncheck()  # asks again, for simplified characters
+    expect(page.locator("#candidates li").first).to_contain_text("我爱北京")
