@@ -101,8 +101,7 @@ def request_models(limits: Limits, adapters: Sequence[str] = ()
         context: Text = Field("", description="Hanzi already committed to the left (its tail).")
         fuzzy: list[FuzzyName] = Field([], description="Fuzzy pinyin pairs, or ['all'].")
         punct: bool = Field(False, description="Map ASCII punctuation to Chinese punctuation.")
-        traditional: bool | None = Field(None, description="Answer in traditional characters "
-                                         "(OpenCC s2t). Default: pinzi serve --traditional.")
+        traditional: bool | None = Field(None, description="Traditional hanzi? Default: server's.")
         scheme: Literal[SCHEME_NAMES] | None = Field(  # type: ignore[valid-type]
             None, description="pinyin or a shuangpin (双拼) scheme; default: the server's.")
         adapter: str | None = Field(None, description=adapter_help)
@@ -280,8 +279,7 @@ class ConversionPool:
         loop = asyncio.get_running_loop()
         future = self._executor.submit(work)
         self._pending.add(future)  # until the work ends, not the request: it may go first
-        future.add_done_callback(lambda done: loop.call_soon_threadsafe(self._pending.discard,
-                                                                         done))
+        future.add_done_callback(lambda f: loop.call_soon_threadsafe(self._pending.discard, f))
         return await asyncio.wrap_future(future)
 
     def close(self) -> None:
@@ -424,8 +422,7 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # The first call fills lazy caches (normalise's table of control characters, OpenCC's):
-        # pay for it here rather than on a user's keystroke.
+        # The first call fills lazy caches (normalise's, OpenCC's): here, not on a keystroke.
         for each in (converter, *adapters.values()):
             await keystrokes.run(partial(each.candidates, normalise("\0nihao"), traditional=True))
         yield
@@ -457,8 +454,7 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
             return converter
         if body.adapter not in adapters:
             loaded = ", ".join(adapters) or "none (start the server with --adapter NAME=DIR)"
-            raise HTTPException(422, f"adapter: unknown adapter {body.adapter!r}; loaded: "
-                                     f"{loaded}")
+            raise HTTPException(422, f"adapter: unknown adapter {body.adapter!r}; loaded: {loaded}")
         return adapters[body.adapter]
 
     @v1.post("/candidates", response_model=CandidatesResponse)
@@ -480,9 +476,8 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
         @v1.post("/classify", response_model=ClassifyResponse)
         async def classify(body: ClassifyRequest) -> ClassifyResponse:  # type: ignore[valid-type]
             """A label and its probability for each text."""
-            predictions = await batches.run(partial(classifier.predict, list(body.texts)))
-            return ClassifyResponse(results=[Label(label=p.label, prob=p.prob)
-                                             for p in predictions])
+            predicted = await batches.run(partial(classifier.predict, list(body.texts)))
+            return ClassifyResponse(results=[Label(label=p.label, prob=p.prob) for p in predicted])
     else:
         @v1.post("/classify", include_in_schema=False)
         async def no_classifier() -> None:
@@ -494,9 +489,8 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
     # async: answered on the event loop, so a probe never queues behind busy inference threads
     @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:
-        return Health(status="ok", version=__version__, backend=backend,
-                      adapters=list(adapters), classifier=classifier is not None,
-                      limits=asdict(limits))
+        return Health(status="ok", version=__version__, backend=backend, adapters=list(adapters),
+                      classifier=classifier is not None, limits=asdict(limits))
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
