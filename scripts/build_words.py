@@ -48,7 +48,7 @@ import wordfreq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from pinzi.corpus import load_prepared  # noqa: E402
 from pinzi.lexicon import Lexicon  # noqa: E402
-from pinzi.pinyin import annotate  # noqa: E402
+from pinzi.readings import annotate  # noqa: E402
 from pinzi.words import WORDS_FILE  # noqa: E402
 
 MAX_CHARS = 8

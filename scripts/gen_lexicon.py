@@ -23,7 +23,8 @@ from pypinyin.pinyin_dict import pinyin_dict
 from pypinyin.style import convert
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from pinzi.pinyin import annotate, normalize_syllable  # noqa: E402
+from pinzi.pinyin import normalize_syllable  # noqa: E402
+from pinzi.readings import annotate  # noqa: E402
 
 MIN_EXTRA_FREQ = 10  # below this the extra characters are mostly rare variants
 OUT = Path(__file__).resolve().parents[1] / "src" / "pinzi" / "resources" / "lexicon.tsv"

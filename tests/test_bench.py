@@ -14,7 +14,7 @@ import pytest
 from conftest import SENTENCES
 
 from pinzi.evaluate import clauses_from_lines
-from pinzi.pinyin import annotate
+from pinzi.readings import annotate
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))  # the benches import their plumbing as `peers`

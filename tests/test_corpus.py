@@ -22,7 +22,8 @@ from pinzi.corpus import (
     load_prepared,
 )
 from pinzi.errors import TrainingError
-from pinzi.pinyin import SYLLABLES, annotate
+from pinzi.pinyin import SYLLABLES
+from pinzi.readings import annotate
 from pinzi.tokenizer import PAD_ID, UNK_ID, PinziTokenizer
 
 TEXTS = ["我爱北京天安门。", "今天天气很好，𠀀A！", "他在银行工作", "ok 好", "行"]

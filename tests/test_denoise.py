@@ -18,7 +18,8 @@ from torch import nn
 from pinzi.corpus import TokenizedCorpus
 from pinzi.denoise import NoiseConfig, PinyinDenoisingTask, TokenTables
 from pinzi.lexicon import Lexicon
-from pinzi.pinyin import FUZZY_PAIRS, SYLLABLES, annotate, fuzzy_variants, initial_of
+from pinzi.pinyin import FUZZY_PAIRS, SYLLABLES, fuzzy_variants, initial_of
+from pinzi.readings import annotate
 from pinzi.tokenizer import PAD_ID, PinziTokenizer
 
 # Punctuation, Latin, a line without hanzi, 𠀀 (left out of the vocabulary: UNK) and 龘 (read

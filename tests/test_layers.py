@@ -18,12 +18,12 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pinzi"
 LAYERS = {
     "foundations": ["errors", "hub", "io", "plots", "text"],
-    "core": ["pinyin", "lexicon", "tokenizer", "model", "ngram", "lora", "metrics", "hf",
-             "words", "shuangpin"],
+    "core": ["pinyin", "readings", "shuangpin", "lexicon", "tokenizer", "model", "ngram", "lora",
+             "metrics", "hf", "words"],
     "inference": ["backends", "decode", "converter", "evaluate", "classifier"],
     "training": ["settings", "train", "corpus", "data", "denoise", "classify_task"],
     "recipes": ["pretrain", "finetune", "classify", "keras_classify"],
-    "surface": ["console", "cli", "cli_train", "serve", "export", "__init__", "__main__"],
+    "surface": ["console", "cli", "cli_train", "guard", "serve", "export", "__init__", "__main__"],
 }
 RANK = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}
 # The commands import what each needs when it runs: `pinzi convert` never loads the training

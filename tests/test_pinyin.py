@@ -13,13 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pinzi import pinyin
+from pinzi import pinyin, readings
 from pinzi.pinyin import (
     FUZZY_PAIRS,
     INITIALS,
     SYLLABLES,
     Piece,
-    annotate,
     fuzzy_variants,
     initial_of,
     normalize_input,
@@ -29,6 +28,7 @@ from pinzi.pinyin import (
     segmentations,
     to_chinese_punct,
 )
+from pinzi.readings import annotate
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "pinyin.md"
 SPECIAL_INPUTS = {"(empty)": "", "(blank)": " \t\u3000 "}
@@ -121,6 +121,7 @@ def test_documented_annotation(row: list[str]) -> None:
 
 def test_docstring_examples() -> None:
     assert doctest.testmod(pinyin).failed == 0
+    assert doctest.testmod(readings).failed == 0
 
 
 # -------------------------------------------------------------------- syllable inventory

@@ -36,10 +36,10 @@ from pinzi.cli import app as cli
 from pinzi.converter import Converter
 from pinzi.errors import ModelLoadError, PinziError, SettingsError
 from pinzi.export import export_onnx
+from pinzi.guard import GuardedHttp
 from pinzi.model import PinziConfig, PinziForPinyin
 from pinzi.serve import (
     WORKER_CONFIG,
-    GuardedHttp,
     Limits,
     ServeConfig,
     build_app,

@@ -15,7 +15,8 @@ from pinzi.cli import app
 from pinzi.converter import Converter
 from pinzi.decode import UserDict
 from pinzi.errors import SettingsError
-from pinzi.pinyin import SYLLABLES, annotate
+from pinzi.pinyin import SYLLABLES
+from pinzi.readings import annotate
 from pinzi.serve import ServeConfig, build_app, create_app
 from pinzi.shuangpin import SCHEME_NAMES, SCHEMES, key_table, to_pinyin
 

@@ -25,7 +25,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 @contextmanager
 def serving(app):
     """``app`` as `pinzi serve` runs it, in a thread on a free loopback port: its URL."""
-    from pinzi.serve import GuardedHttp
+    from pinzi.guard import GuardedHttp
 
     with serving_in_thread(app, http=GuardedHttp) as (host, port):
         yield f"http://{host}:{port}"

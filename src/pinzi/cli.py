@@ -38,7 +38,7 @@ from pinzi.console import (
 )
 from pinzi.errors import PinziError
 from pinzi.evaluate import FORMS
-from pinzi.pinyin import TONES, annotate
+from pinzi.readings import TONES, annotate
 from pinzi.shuangpin import FULL_PINYIN, SCHEME_NAMES
 
 # shared by convert and serve
@@ -404,7 +404,8 @@ def serve(
     """
     import uvicorn
 
-    from pinzi.serve import WORKER_CONFIG, GuardedHttp, ServeConfig, build_app
+    from pinzi.guard import GuardedHttp
+    from pinzi.serve import WORKER_CONFIG, ServeConfig, build_app
 
     levels = ("debug", "info", "warning", "error")
     if log_level not in levels:

@@ -37,7 +37,7 @@ from pinzi.errors import DataError
 from pinzi.hub import looks_local
 from pinzi.io import BOM, MAX_LINE_BYTES, exclusive, format_of
 from pinzi.lexicon import Lexicon
-from pinzi.pinyin import annotate
+from pinzi.readings import annotate
 from pinzi.text import HAN, normalise, to_simplified
 
 FORMATS = ("txt", "jsonl", "tsv", "csv")  # each may also end in .gz

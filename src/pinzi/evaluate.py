@@ -12,7 +12,7 @@ plumbing for the peer IME engines lives in ``bench/peers.py``)::
 Test items are *clauses*, made from gold text the way the peers' ``score.py --split-clauses``
 makes them: a line is split at punctuation and symbols, spaces are dropped, and only clauses made
 entirely of CJK ideographs are kept (anything with digits or Latin letters is skipped). The input
-is the clause's toneless pinyin from :func:`pinzi.pinyin.annotate` (or the pinyin a
+is the clause's toneless pinyin from :func:`pinzi.readings.annotate` (or the pinyin a
 ``pinyin<TAB>hanzi`` test file gives) in one of three forms:
 
 * ``spaced``       ``wo ai bei jing``  -- what the peer engines get;
@@ -39,7 +39,8 @@ from typing import Protocol
 
 from pinzi.errors import DataError, PinziError
 from pinzi.io import format_of, open_text
-from pinzi.pinyin import annotate, initial_of, normalize_syllable
+from pinzi.pinyin import initial_of, normalize_syllable
+from pinzi.readings import annotate
 from pinzi.text import is_hanzi
 
 FORMS = ("spaced", "continuous", "abbreviated")

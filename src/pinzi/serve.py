@@ -24,18 +24,15 @@ the page and the docs stay open: they reveal nothing, a load balancer's probe ca
 and the page asks for the key once a /v1 call answers 401. CORS is off unless origins are given.
 """
 
-import asyncio
 import json
 import os
 import secrets
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from http import HTTPStatus
 from importlib import resources
-from typing import Annotated, Literal, Protocol, TypeVar
+from typing import Annotated, Literal, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Security
 from fastapi.exception_handlers import http_exception_handler
@@ -48,11 +45,11 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pinzi import __version__
 from pinzi.converter import Converter
 from pinzi.errors import PinziError, SettingsError
+from pinzi.guard import ConversionPool
 from pinzi.pinyin import FUZZY_PAIRS
 from pinzi.shuangpin import SCHEME_NAMES
 from pinzi.text import normalise
@@ -101,7 +98,8 @@ def request_models(limits: Limits, adapters: Sequence[str] = ()
         context: Text = Field("", description="Hanzi already committed to the left (its tail).")
         fuzzy: list[FuzzyName] = Field([], description="Fuzzy pinyin pairs, or ['all'].")
         punct: bool = Field(False, description="Map ASCII punctuation to Chinese punctuation.")
-        traditional: bool | None = Field(None, description="Traditional hanzi? Default: server's.")
+        traditional: bool | None = Field(None, description="Answer in traditional characters "
+                                         "(OpenCC s2t). Default: pinzi serve --traditional.")
         scheme: Literal[SCHEME_NAMES] | None = Field(  # type: ignore[valid-type]
             None, description="pinyin or a shuangpin (双拼) scheme; default: the server's.")
         adapter: str | None = Field(None, description=adapter_help)
@@ -258,99 +256,6 @@ def _bearer(api_key: str):
     return check
 
 
-# ---- worker threads and connections -------------------------------------------------------------
-Result = TypeVar("Result")
-
-
-class ConversionPool:
-    """Conversions on a few threads, never on the event loop, even keystrokes of milliseconds
-    (20 worst-case ones on the loop put /healthz at 3 s); few, as they share the GIL with the
-    loop. Past ``max_queue`` waiting: 503 at once."""
-
-    def __init__(self, threads: int, max_queue: int):
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="pinzi-convert")
-        self._capacity = threads + max_queue
-        self._pending: set[Future] = set()  # running or queued; changed on the loop only
-
-    async def run(self, work: Callable[[], Result]) -> Result:
-        if len(self._pending) >= self._capacity:
-            raise HTTPException(503, f"server busy: {len(self._pending)} conversions running "
-                                     "or waiting; retry shortly", headers={"Retry-After": "1"})
-        loop = asyncio.get_running_loop()
-        future = self._executor.submit(work)
-        self._pending.add(future)  # until the work ends, not the request: it may go first
-        future.add_done_callback(lambda f: loop.call_soon_threadsafe(self._pending.discard, f))
-        return await asyncio.wrap_future(future)
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-class GuardedHttp(HttpToolsProtocol):
-    """uvicorn's HTTP/1.1 protocol, closing connections held without a request.
-
-    uvicorn closes a connection idle after a response (``timeout_keep_alive``), but not one that
-    sends nothing or a byte at a time: thousands of those used up the file descriptors. Here a
-    request must arrive whole within ``request_deadline_s`` of the connection opening or of its
-    first byte, else 408 and close; a connection past ``limit_concurrency`` gets 503 and close.
-    """
-
-    request_deadline_s = 10.0  # a 64 KiB body within 10 s: 6.4 KB/s, slower than any modem
-    _deadline: asyncio.TimerHandle | None = None
-    _heard = False  # whether the client has sent a byte: one that never did is just closed
-
-    def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
-        super().connection_made(transport)
-        # The cap is on connections, applied here; uvicorn's own check would also answer a
-        # bare 503 to every request while the last connection allowed is open.
-        cap, self.limit_concurrency = self.limit_concurrency, None
-        if cap is not None and len(self.connections) > cap:
-            self._answer(503, f"too many connections (the limit is {cap}); retry shortly",
-                         [("retry-after", "1")])
-        self._arm()
-
-    def data_received(self, data: bytes) -> None:
-        self._heard = True
-        # Armed by any byte, even one that begins no request (a stray CRLF); a request that
-        # begins in the chunk that ends the one before has uvicorn's keep-alive timer.
-        self._arm()
-        super().data_received(data)
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self._disarm()  # the app's own time is not the client's doing
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def _arm(self) -> None:
-        if self._deadline is None and not self.transport.is_closing():
-            self._deadline = self.loop.call_later(self.request_deadline_s, self._too_slow)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _too_slow(self) -> None:
-        self._deadline = None
-        cycle = self.cycle
-        answering = cycle is not None and cycle.response_started and not cycle.response_complete
-        if self._heard and not answering:  # (a stalled pipelined request leaves no room)
-            self._answer(408, f"the request did not arrive within {self.request_deadline_s:g} s")
-        self.transport.close()
-
-    def _answer(self, status: int, detail: str, headers: Sequence[tuple[str, str]] = ()) -> None:
-        if self.transport.is_closing():
-            return
-        body = json.dumps({"detail": detail}).encode()
-        head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "content-type: application/json",
-                f"content-length: {len(body)}", "connection: close", *map(": ".join, headers)]
-        self.transport.write("\r\n".join([*head, "", ""]).encode() + body)
-        self.transport.close()
-
-
 # ---- the app -------------------------------------------------------------------------------------
 WORKER_CONFIG = "PINZI_SERVE_WORKER"  # how `pinzi serve --workers N` hands its options to workers
 
@@ -422,7 +327,8 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # The first call fills lazy caches (normalise's, OpenCC's): here, not on a keystroke.
+        # The first call fills lazy caches (normalise's table of control characters, OpenCC's):
+        # pay for it here rather than on a user's keystroke.
         for each in (converter, *adapters.values()):
             await keystrokes.run(partial(each.candidates, normalise("\0nihao"), traditional=True))
         yield
@@ -454,7 +360,8 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
             return converter
         if body.adapter not in adapters:
             loaded = ", ".join(adapters) or "none (start the server with --adapter NAME=DIR)"
-            raise HTTPException(422, f"adapter: unknown adapter {body.adapter!r}; loaded: {loaded}")
+            raise HTTPException(422, f"adapter: unknown adapter {body.adapter!r}; loaded: "
+                                     f"{loaded}")
         return adapters[body.adapter]
 
     @v1.post("/candidates", response_model=CandidatesResponse)
