@@ -310,18 +310,16 @@ class Converter:
             attention[row, : len(ids)] = 1
             slots += [row * T + slot for slot in row_slots]
         pieces = [piece for reading in readings for piece in reading if piece.kind != "other"]
-        candidates, priors = zip(*map(self._candidates, pieces), strict=True) if pieces \
-            else ((), ())
-        sizes = [len(c) for c in candidates]
+        found = [self._candidates(piece) for piece in pieces]  # (ids, reading log-probs)
+        sizes = [len(ids) for ids, _ in found]
         logits = np.zeros(0, dtype=np.float32)
         if sum(sizes):
             logits = self.scorer(input_ids, attention, np.array(slots, dtype=np.int64),
-                                 np.concatenate(candidates),
+                                 np.concatenate([ids for ids, _ in found]),
                                  np.repeat(np.arange(len(pieces), dtype=np.int64), sizes))
         ends = np.cumsum(sizes)
-        positions = iter([self._position(piece, c, logits[end - len(c):end], prior)
-                          for piece, c, prior, end in zip(pieces, candidates, priors, ends,
-                                                          strict=True)])
+        positions = iter([self._position(piece, ids, logits[end - len(ids):end], prior)
+                          for piece, (ids, prior), end in zip(pieces, found, ends, strict=True)])
         return [[piece.output if piece.kind == "other" else next(positions) for piece in reading]
                 for reading in readings]
 
