@@ -47,6 +47,39 @@ def random_pinzi_base(out: Path, texts) -> Path:
     return out
 
 
+# The classification test modules define TRAIN and DEV rows (label, text); these two fixtures
+# give each module its rows as labelled tables, and classifier bases over their characters.
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, request) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("labelled")
+    return {"train": write_tsv(root / "train.tsv", request.module.TRAIN),
+            "dev": write_tsv(root / "dev.tsv", request.module.DEV)}
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory, request) -> Path:
+    return random_pinzi_base(tmp_path_factory.mktemp("pinzi-base"),
+                             [text for _, text in request.module.TRAIN + request.module.DEV])
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory, request) -> Path:
+    """A tiny BERT encoder + BertTokenizer vocab.txt over the module's characters, loaded by
+    path like any hub encoder."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    out = tmp_path_factory.mktemp("bert-base")
+    chars = sorted({c for _, text in request.module.TRAIN + request.module.DEV for c in text})
+    (out / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+                                              *chars]) + "\n", encoding="utf-8")
+    BertTokenizer(str(out / "vocab.txt")).save_pretrained(out)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=5 + len(chars), hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=64,
+                         max_position_embeddings=64)).save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Path:
     """SENTENCES prepared by the real pipeline, with valid = train (the goal is to learn them)."""

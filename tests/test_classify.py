@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import random_pinzi_base, write_tsv
+from conftest import write_tsv
 from typer.testing import CliRunner
 
 from pinzi.classifier import Prediction, TextClassifier
@@ -40,35 +40,6 @@ DEV = [(label, f"{s}非常{w}") for label, words in (("1", POSITIVE), ("0", NEGA
 FAST_SETTINGS = dict(eval_every=10, save_every=60, batch_tokens=256, learning_rate=3e-3,
                      warmup_steps=5, patience=3)
 FAST = [arg for key, value in FAST_SETTINGS.items() for arg in ("--set", f"{key}={value}")]
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("sentiment")
-    return {"train": write_tsv(root / "train.tsv", TRAIN), "dev": write_tsv(root / "dev.tsv", DEV)}
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory) -> Path:
-    return random_pinzi_base(tmp_path_factory.mktemp("pinzi-base"),
-                             [text for _, text in TRAIN + DEV])
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> Path:
-    """A tiny BERT encoder + BertTokenizer vocab.txt, loaded by path like any hub encoder."""
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    out = tmp_path_factory.mktemp("bert-base")
-    chars = sorted({c for _, text in TRAIN + DEV for c in text})
-    (out / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
-                                              *chars]) + "\n", encoding="utf-8")
-    BertTokenizer(str(out / "vocab.txt")).save_pretrained(out)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=5 + len(chars), hidden_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, intermediate_size=64,
-                         max_position_embeddings=64)).save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")

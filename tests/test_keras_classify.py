@@ -10,12 +10,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import random_pinzi_base, write_tsv
+from conftest import write_tsv
 from typer.testing import CliRunner
 
 from pinzi.classifier import TextClassifier
@@ -54,18 +53,6 @@ def compiled(model: KerasClassifier, learning_rate: float = 1e-3) -> KerasClassi
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("three-labels")
-    return {"train": write_tsv(root / "train.tsv", TRAIN), "dev": write_tsv(root / "dev.tsv", DEV)}
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory) -> Path:
-    return random_pinzi_base(tmp_path_factory.mktemp("pinzi-base"),
-                             [text for _, text in TRAIN + DEV])
 
 
 @pytest.fixture(scope="module")
@@ -136,22 +123,10 @@ def test_load_classifier_brings_the_folder_back_into_keras(fitted, files):
     assert after == pytest.approx(before, rel=1e-5)
 
 
-def test_a_hugging_face_encoder_trains_and_saves_as_its_own_classifier(files, tmp_path):
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    base = tmp_path / "bert"
-    base.mkdir()
-    chars = sorted({c for _, text in TRAIN + DEV for c in text})
-    (base / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
-                                               *chars]) + "\n", encoding="utf-8")
-    BertTokenizer(str(base / "vocab.txt")).save_pretrained(base)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=5 + len(chars), hidden_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, intermediate_size=64,
-                         max_position_embeddings=64)).save_pretrained(base)
-
+def test_a_hugging_face_encoder_trains_and_saves_as_its_own_classifier(files, tiny_bert,
+                                                                        tmp_path):
     train = read_labelled(files["train"])
-    model = compiled(build_classifier(base, train.labels))
+    model = compiled(build_classifier(tiny_bert, train.labels))
     history = model.fit(model.batches(train, shuffle=True), epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2
     out = model.save_classifier(tmp_path / "out")
