@@ -15,7 +15,7 @@ runner = CliRunner()
 
 
 COMMANDS = {(): {"convert", "pinyin", "data", "pretrain", "eval", "serve", "export", "finetune",
-                  "merge", "classify"},
+                  "merge", "classify", "predict", "learn"},
             ("data",): {"prepare"}, ("classify",): {"train", "keras", "eval", "predict"}}
 
 
@@ -59,8 +59,22 @@ def test_convert_nbest_and_json(tiny_model):
     result = runner.invoke(app, ["convert", "nihao", "-m", str(tiny_model), "--json"])
     row = json.loads(result.stdout)  # the shape of /v1/candidates' answer, plus the best
     assert row["pinyin"] == "nihao" and row["hanzi"] == "你好"
-    assert row["candidates"][0]["hanzi"] == "你好" and set(row["candidates"][0]) == {"hanzi",
-                                                                                      "score"}
+    assert row["candidates"][0] == {**row["candidates"][0], "hanzi": "你好", "consumed": 5}
+    assert set(row["candidates"][0]) == {"hanzi", "score", "consumed"}
+
+
+def test_convert_json_pages_through_partial_candidates(tiny_model):
+    def page(*args: str) -> dict:
+        result = runner.invoke(app, ["convert", "woaibeijing", "-m", str(tiny_model), "--json",
+                                     *args])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    first, second = page("-n", "4"), page("-n", "4", "--offset", "4")
+    both = page("-n", "8")["candidates"]
+    assert first["candidates"] + second["candidates"] == both
+    assert second["hanzi"] == first["hanzi"] == "我爱北京" and second["offset"] == 4
+    assert {c["consumed"] for c in both} > {len("woaibeijing")}  # some cover only the start
 
 
 def test_stdin_keeps_one_line_per_line_whatever_comes_in(tiny_model):

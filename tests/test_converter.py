@@ -46,7 +46,7 @@ def test_abbreviations_and_mixtures(converter):
 def test_output_is_readable_as_the_input(converter, typed):
     lexicon = Lexicon.default()
     readings = segmentations(typed, limit=8)
-    for text, _ in converter.candidates(typed, k=5):  # each from one reading of the input
+    for text, *_ in converter.candidates(typed, k=5, partial=False):  # one reading each
         assert any(len(r) == len(text) and all(c in lexicon.chars_for_piece(p)
                                                for c, p in zip(text, r, strict=True))
                    for r in readings), text
@@ -72,7 +72,7 @@ def test_syllables_no_character_reads_do_not_win_for_free(shipped):
     # The shipped vocabulary has no character read "eng" or "den": a reading with them would
     # keep those letters at no cost in the model's score ("nin eng" over "ni neng").
     for typed, best in [("nineng", "你能"), ("qudedene", "取得的呢"), ("zijinengyong", "自己能用")]:
-        found = [text for text, _ in shipped.candidates(typed, k=5)]
+        found = [c.hanzi for c in shipped.candidates(typed, k=5, partial=False)]
         assert found[0] == best
         assert not any(c.isascii() for text in found for c in text), found
 
@@ -91,14 +91,14 @@ def test_the_word_list_ranks_everyday_words_first(shipped):
 
 
 def test_candidates_leave_out_readings_no_word_uses(shipped):
-    found = [text for text, _ in shipped.candidates("xian", k=20)]
+    found = [c.hanzi for c in shipped.candidates("xian", k=20)]
     assert found[0] == "现" and "省" not in found  # 省 is read xian in no word
 
 
 def test_candidates_are_ranked_and_distinct(converter):
-    ranked = converter.candidates("woaibeijing", k=5)
-    texts = [t for t, _ in ranked]
-    scores = [s for _, s in ranked]
+    ranked = converter.candidates("woaibeijing", k=5, partial=False)
+    texts = [c.hanzi for c in ranked]
+    scores = [c.score for c in ranked]
     assert texts[0] == converter.convert("woaibeijing") == "我爱北京"
     assert len(set(texts)) == len(texts) == 5
     assert scores == sorted(scores, reverse=True)
@@ -149,7 +149,7 @@ def test_the_readme_user_word_wins_on_the_shipped_model(shipped):
     words = UserDict({"音航": 5.0})
     assert shipped.convert("yinhang", userdict=words) == "音航"
     assert shipped.convert("woquyinhangqukuan", userdict=words) == "我去音航取款"
-    by_initials = [text for text, _ in shipped.candidates("yh", k=5, userdict=words)]
+    by_initials = [c.hanzi for c in shipped.candidates("yh", k=5, userdict=words)]
     assert "音航" in by_initials and by_initials[0] != "音航"
     assert shipped.convert("yinhang") == "银行"
 

@@ -153,11 +153,11 @@ def test_a_user_word_wins_by_its_weight_over_what_it_replaces() -> None:
     best_text, best_score = found[0]
     assert best_text == "甲甲"
 
-    placed = place_user_words(found, positions, UserDict({"丁丙": 0.5}), [False, False])
+    placed = place_user_words(found, positions, [UserDict({"丁丙": 0.5})], [False, False])
     assert placed[0] == ("丁丙", pytest.approx(best_score + 0.5))  # however bad its characters
     assert dict(placed)["甲甲"] == pytest.approx(best_score)  # the replaced text stays, below
     # A negative weight lists the word below the conversion it replaces.
-    below = place_user_words(found, positions, UserDict({"丁丙": -0.5}), [False, False])
+    below = place_user_words(found, positions, [UserDict({"丁丙": -0.5})], [False, False])
     assert below[0][0] == "甲甲"
     assert dict(below)["丁丙"] == pytest.approx(best_score - 0.5)
 
@@ -167,9 +167,10 @@ def test_a_user_word_typed_by_initials_pays_for_each_abbreviated_piece() -> None
     found = beam_search(positions, beam=4, expand=2, k=4)
     best_score = found[0][1]
     weight = 5.0
-    placed = dict(place_user_words(found, positions, UserDict({"丁丙": weight}), [True, False]))
+    placed = dict(place_user_words(found, positions, [UserDict({"丁丙": weight})],
+                                   [True, False]))
     assert placed["丁丙"] == pytest.approx(best_score + weight - ABBREVIATED_COST)
-    both = place_user_words(found, positions, UserDict({"丁丙": weight}), [True, True])
+    both = place_user_words(found, positions, [UserDict({"丁丙": weight})], [True, True])
     assert both[0][0] == "甲甲"
     assert dict(both)["丁丙"] == pytest.approx(best_score + weight - 2 * ABBREVIATED_COST)
 
@@ -181,7 +182,7 @@ def test_user_words_fit_only_runs_of_positions_that_read_them() -> None:
     assert found[0][0] == "甲-丙甲"
     userdict = UserDict({"乙丙": 9.0, "丁丁": 2.0, "戊": 9.0})
     # 乙丙 would span the pass-through text, 戊 is nobody's candidate: neither fits.
-    placed = place_user_words(found, positions, userdict, [False] * 4)
+    placed = place_user_words(found, positions, [userdict], [False] * 4)
     assert placed[0] == ("甲-丁丁", pytest.approx(found[0][1] + 2.0))
     assert all("戊" not in text and "乙丙" not in text for text, _ in placed)
 
@@ -191,12 +192,12 @@ def test_several_user_words_go_in_place_together_without_overlapping() -> None:
     found = beam_search(positions, k=1)
     assert found[0][0] == "甲甲甲甲"
     userdict = UserDict({"丁丙": 3.0, "乙丁乙": 2.0})
-    placed = place_user_words(found, positions, userdict, [False] * 4)
+    placed = place_user_words(found, positions, [userdict], [False] * 4)
     # 丁丙 (the best margin) wherever it fits without overlapping itself; 乙丁乙 overlaps it.
     assert placed[0] == ("丁丙丁丙", pytest.approx(found[0][1] + 3.0 + 3.0))
     assert dict(placed)["丁丙甲甲"] == pytest.approx(found[0][1] + 3.0)
     assert dict(placed)["甲乙丁乙"] == pytest.approx(found[0][1] + 2.0)
-    assert place_user_words(found, positions, UserDict(), [False] * 4) == found
+    assert place_user_words(found, positions, [UserDict()], [False] * 4) == found
 
 
 def test_userdict_add_and_truth() -> None:

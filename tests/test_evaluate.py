@@ -137,7 +137,9 @@ class Scripted:
     def __init__(self, answers: dict[str, list[str]]):
         self.answers, self.seen = answers, []
 
-    def candidates(self, pinyin: str, k: int = 5) -> list[tuple[str, float]]:
+    def candidates(self, pinyin: str, k: int = 5, *,
+                   partial: bool = True) -> list[tuple[str, float]]:
+        assert not partial  # accuracy is of whole conversions
         self.seen.append((pinyin, k))
         return [(text, -float(i)) for i, text in enumerate(self.answers.get(pinyin, []))][:k]
 

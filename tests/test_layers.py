@@ -20,15 +20,17 @@ LAYERS = {
     "foundations": ["errors", "hub", "io", "plots", "text"],
     "core": ["pinyin", "readings", "shuangpin", "lexicon", "tokenizer", "model", "ngram", "lora",
              "metrics", "hf", "words"],
-    "inference": ["backends", "decode", "converter", "evaluate", "classifier"],
+    "inference": ["backends", "decode", "partial", "predict", "learning", "converter", "evaluate",
+                  "classifier"],
     "training": ["settings", "train", "corpus", "data", "denoise", "classify_task"],
     "recipes": ["pretrain", "finetune", "classify", "keras_classify"],
-    "surface": ["console", "cli", "cli_train", "guard", "serve", "export", "__init__", "__main__"],
+    "surface": ["console", "cli", "cli_train", "cli_ime", "guard", "schemas", "serve", "export",
+                "__init__", "__main__"],
 }
 RANK = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}
 # The commands import what each needs when it runs: `pinzi convert` never loads the training
 # stack, and `pinzi --help` loads none of the models.
-LAZY_IMPORTERS = {"cli", "cli_train"}
+LAZY_IMPORTERS = {"cli", "cli_train", "cli_ime"}
 # (importer, imported) -> why the import is inside a function.
 LAZY = {
     ("__init__", "converter"): "`import pinzi` stays instant; Converter loads on first use",

@@ -69,9 +69,12 @@ def test_candidates_ranks_the_trained_sentence(client):
     assert answer.status_code == 200
     body = answer.json()
     assert body["pinyin"] == "woaibeijing"
-    assert body["candidates"][0]["hanzi"] == "我爱北京"
-    scores = [c["score"] for c in body["candidates"]]
-    assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+    assert body["candidates"][0] == {**body["candidates"][0], "hanzi": "我爱北京",
+                                     "consumed": len("woaibeijing")}
+    assert body["offset"] == 0 and body["more"] is True
+    # Then the words the buffer starts with: the most it covers first, each length best first.
+    rest = [(-c["consumed"], -c["score"]) for c in body["candidates"][1:]]
+    assert len(rest) == 2 and rest == sorted(rest)
 
 
 def test_candidates_options_reach_the_converter(client):
@@ -156,7 +159,10 @@ def test_body_over_the_limit_is_413(client):
 @pytest.mark.parametrize(("path", "body", "field", "words"), [
     ("/v1/candidates", {"pinyin": "a" * 257}, "pinyin", "at most 256 characters"),
     ("/v1/candidates", {"pinyin": "a", "context": "中" * 300}, "context", "at most 256"),
-    ("/v1/candidates", {"pinyin": "a", "k": 21}, "k", "less than or equal to 20"),
+    ("/v1/candidates", {"pinyin": "a", "k": 51}, "k", "less than or equal to 50"),
+    ("/v1/candidates", {"pinyin": "a", "offset": -1}, "offset", "greater than or equal to 0"),
+    ("/v1/predict", {"context": "我", "k": 0}, "k", "greater than or equal to 1"),
+    ("/v1/learn", {"pinyin": "a"}, "hanzi", "Field required"),
     ("/v1/candidates", {"pinyin": "a", "k": "many"}, "k", "valid integer"),
     ("/v1/candidates", {"pinyin": 5}, "pinyin", "valid string"),
     ("/v1/candidates", {"pinyin": "a", "fuzzy": ["x=y"]}, "fuzzy.0", "'z=zh'"),
@@ -195,11 +201,16 @@ def test_converter_ceiling_is_422_not_500(converter):
 
 
 @settings(max_examples=25, deadline=None)
-@given(pinyin=st.text(max_size=60), context=st.text(max_size=10), k=st.integers(-3, 30),
-       raw=st.binary(max_size=40))
-def test_nothing_a_client_sends_is_a_500(client, pinyin, context, k, raw):
-    answer = client.post("/v1/candidates", json={"pinyin": pinyin, "context": context, "k": k})
-    assert answer.status_code == (200 if 1 <= k <= 20 else 422)
+@given(pinyin=st.text(max_size=60), context=st.text(max_size=10), k=st.integers(-3, 60),
+       offset=st.integers(-2, 1100), raw=st.binary(max_size=40))
+def test_nothing_a_client_sends_is_a_500(client, pinyin, context, k, offset, raw):
+    answer = client.post("/v1/candidates", json={"pinyin": pinyin, "context": context, "k": k,
+                                                 "offset": offset})
+    assert answer.status_code == (200 if 1 <= k <= 50 and 0 <= offset <= 1000 else 422)
+    answer = client.post("/v1/predict", json={"context": context + pinyin, "k": k})
+    assert answer.status_code == (200 if 1 <= k <= 50 else 422)
+    answer = client.post("/v1/learn", json={"pinyin": pinyin, "hanzi": context})
+    assert answer.status_code == 404  # this server learns nothing: it has no --user-dir
     answer = client.post("/v1/convert", content=raw, headers={"content-type": "application/json"})
     assert answer.status_code == 422
 
@@ -252,8 +263,9 @@ def test_onnx_converts_exactly_as_torch(converter, onnx_models):
     for pinyin in [*PINYIN, "woaibj", "ni3hao3 shijie!", ""]:
         expected = converter.candidates(pinyin, k=3)
         got = onnx.candidates(pinyin, k=3)
-        assert [text for text, _ in got] == [text for text, _ in expected]
-        assert [s for _, s in got] == pytest.approx([s for _, s in expected], abs=1e-4)
+        assert [(c.hanzi, c.consumed) for c in got] == \
+            [(c.hanzi, c.consumed) for c in expected]
+        assert [c.score for c in got] == pytest.approx([c.score for c in expected], abs=1e-4)
 
 
 def test_int8_runs_and_stays_close(onnx_models):
@@ -366,8 +378,8 @@ def test_adapters_are_chosen_per_request(tiny_model, lora_run):
     body = {"pinyin": "nihaoshijie", "k": 3}
 
     def expected(converter):
-        return [{"hanzi": text, "score": round(score, 4)}
-                for text, score in converter.candidates("nihaoshijie", k=3)]
+        return [{"hanzi": c.hanzi, "score": round(c.score, 4), "consumed": c.consumed}
+                for c in converter.candidates("nihaoshijie", k=3)]
 
     with TestClient(app) as client:
         assert client.get("/healthz").json()["adapters"] == ["domain"]

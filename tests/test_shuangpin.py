@@ -112,8 +112,11 @@ def test_shuangpin_converts_as_its_pinyin_does(converter, name):
     for sentence in SENTENCES[:6]:
         keys = keys_of(sentence, name)
         assert converter.convert(keys, scheme=name) == sentence
-        assert converter.candidates(keys, k=3, scheme=name) == \
-            converter.candidates("'".join(annotate(sentence)), k=3)
+        keyed = converter.candidates(keys, k=20, scheme=name)
+        spelled = converter.candidates("'".join(annotate(sentence)), k=20)
+        assert [c[:2] for c in keyed] == [c[:2] for c in spelled]
+        # What a candidate covers is counted in keys typed: two a syllable.
+        assert [c.consumed for c in keyed] == [2 * len(c.hanzi) for c in keyed]
 
 
 def test_fuzzy_punct_and_user_words_work_after_the_keys(converter, tiny_model):

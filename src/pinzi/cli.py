@@ -24,8 +24,9 @@ from rich import box
 from rich.table import Table
 from typer.core import TyperGroup
 
-from pinzi import __version__, cli_train
+from pinzi import __version__, cli_ime, cli_train
 from pinzi.backends import BACKENDS
+from pinzi.cli_ime import UserDirOption
 from pinzi.console import (
     emit,
     error,
@@ -115,8 +116,12 @@ def convert(
     adapter: Annotated[Path | None, typer.Option(  # pinzi finetune --lora
         help="LoRA adapter folder from `pinzi finetune --lora`, applied on top of the model.")
     ] = None,
-    nbest: Annotated[int, typer.Option("--nbest", "-n", min=1, max=50,
-                                       help="Print the K best conversions, TAB-separated.")] = 1,
+    nbest: Annotated[int, typer.Option("--nbest", "-n", min=1, max=50, help=(
+        "Print the K best conversions of the whole line, TAB-separated; with --json, K "
+        "candidates as an input method lists them, those covering the start of the line too."))
+    ] = 1,
+    offset: Annotated[int, typer.Option(min=0, max=1000, help=(
+        "With --json: skip this many candidates (the next page: --nbest 9 --offset 9)."))] = 0,
     context: Annotated[str, typer.Option(help="Hanzi already committed to the left, e.g. 我想去."
                                          )] = "",
     userdict: Annotated[Path | None, typer.Option(
@@ -133,8 +138,10 @@ def convert(
     scheme: SchemeOption = FULL_PINYIN,
     as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON object per line: the pinyin, the best hanzi and the "
-                       "candidates with their scores, as /v1/candidates answers.")
+                       "candidates with their scores and how many characters of the pinyin "
+                       "each covers ('consumed'), as /v1/candidates answers.")
     ] = False,
+    user_dir: UserDirOption = None,
 ) -> None:
     """Convert pinyin to hanzi: [bold]pinzi convert woaibeijingtiananmen[/] -> 我爱北京天安门.
 
@@ -154,20 +161,24 @@ def convert(
     words = UserDict.load(userdict) if userdict is not None else None
     # onnxruntime when the folder has a model.onnx and no adapter is given
     converter = Converter.from_pretrained(model, adapter=adapter, fuzzy=fuzzy, punct=punct,
-                                          userdict=words, traditional=traditional, scheme=scheme)
+                                          userdict=words, traditional=traditional, scheme=scheme,
+                                          user_dir=user_dir)
 
     def convert_line(line: str, number: int | None = None) -> None:
         try:
-            best = converter.candidates(line, k=nbest, context=context)
+            best = converter.candidates(line, k=nbest, context=context, partial=as_json,
+                                        offset=offset if as_json else 0)
+            hanzi = converter.convert(line, context) if as_json and offset else \
+                (best[0].hanzi if best else "")
         except InputTooLong as problem:
             warn(f"{f'line {number}: ' if number else ''}{problem}; output left empty")
-            best = []
+            best, hanzi = [], ""
         if as_json:
-            emit(json.dumps({"pinyin": line, "hanzi": best[0][0] if best else "",
-                             "candidates": [{"hanzi": t, "score": round(s, 4)}
-                                            for t, s in best]}, ensure_ascii=False))
+            emit(json.dumps({"pinyin": line, "hanzi": hanzi, "offset": offset,
+                             "candidates": [c._asdict() | {"score": round(c.score, 4)}
+                                            for c in best]}, ensure_ascii=False))
         else:
-            emit("\t".join(t for t, _ in best))
+            emit("\t".join(c.hanzi for c in best))
 
     if pinyin is not None:
         convert_line(without_controls(pinyin))
@@ -267,8 +278,8 @@ class _Counted:
     def __init__(self, converter, advance) -> None:
         self.converter, self.advance = converter, advance
 
-    def candidates(self, pinyin: str, k: int = 5) -> list[tuple[str, float]]:
-        found = self.converter.candidates(pinyin, k=k)
+    def candidates(self, pinyin: str, k: int = 5, *, partial: bool = True) -> list:
+        found = self.converter.candidates(pinyin, k=k, partial=partial)
         self.advance()
         return found
 
@@ -396,11 +407,14 @@ def serve(
     traditional: Annotated[bool, typer.Option(
         "--traditional", help="Answer in traditional characters unless a request sends "
                               "\"traditional\": false (OpenCC s2t).")] = False,
+    user_dir: UserDirOption = None,
 ) -> None:
     """Serve conversion over HTTP, with an input-method page: [bold]pinzi serve -m MODEL[/].
 
     Open http://127.0.0.1:8000/ to type pinyin in a browser; the API is described at /docs.
-    Stops gracefully on Ctrl-C or SIGTERM (requests in flight get 10 seconds to finish).
+    With --user-dir the server learns from the picks reported to /v1/learn (the page reports
+    each) and keeps them in that folder; without it, it learns nothing. Stops gracefully on
+    Ctrl-C or SIGTERM (requests in flight get 10 seconds to finish).
     """
     import uvicorn
 
@@ -417,11 +431,15 @@ def serve(
         if not name or not folder or name in adapters:
             raise PinziError(f"--adapter {given!r}: give NAME=DIR or DIR, each name once")
         adapters[name] = folder
+    if user_dir is not None and workers > 1:
+        raise PinziError("--user-dir takes one worker: workers would each learn apart and "
+                         "overwrite each other's picks (leave out --workers)")
     # PyTorch's threads are process-wide. Several threads per request, each spinning while it
     # waits, slowed every request several times over under load: hence --threads 1.
     config = ServeConfig(model=model, backend=backend, threads=threads, api_key=api_key or None,
                          cors_origins=tuple(cors_origin or ()), classifier=classifier,
-                         adapters=adapters, scheme=scheme, traditional=traditional)
+                         adapters=adapters, scheme=scheme, traditional=traditional,
+                         user_dir=None if user_dir is None else str(user_dir))
     app_ = build_app(config)  # with workers too: a model that does not load fails here
     _reserve_files(max_connections)  # workers inherit the limit
     # uvicorn handles SIGINT/SIGTERM itself: it stops accepting, lets requests in flight end,
@@ -460,7 +478,8 @@ def export(
     print_json(export_onnx(model, out, quantize=quantize))
 
 
-for command in (cli_train.pretrain, cli_train.finetune, cli_train.merge):
+for command in (cli_ime.predict, cli_ime.learn, cli_train.pretrain, cli_train.finetune,
+                cli_train.merge):
     app.command()(command)
 app.add_typer(cli_train.classify_app, name="classify",
               help="Text classification: fine-tune an encoder, evaluate, label texts.")

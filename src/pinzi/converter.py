@@ -27,14 +27,17 @@ import numpy as np
 
 from pinzi.backends import CandidateScorer, TorchScorer, choose_backend, load_onnx
 from pinzi.decode import Position, UserDict, beam_search, place_user_words
-from pinzi.errors import InputTooLong
+from pinzi.errors import DataError, InputTooLong
 from pinzi.hub import damaged, require_converter, resolve_model
+from pinzi.learning import LearnedWords
 from pinzi.lexicon import Lexicon
 from pinzi.ngram import NGRAM_FILE, CharNgram
+from pinzi.partial import Candidate, PrefixScorer, page_order, typed_lengths
 from pinzi.pinyin import Piece, parse_fuzzy, scored_segmentations
+from pinzi.predict import Prediction, Predictor
 from pinzi.shuangpin import check_scheme, to_pinyin
-from pinzi.text import to_simplified, to_traditional
-from pinzi.tokenizer import PAD_ID, TOKENIZER_CONFIG_FILE, VOCAB_FILE, PinziTokenizer
+from pinzi.text import is_hanzi, to_simplified, to_traditional
+from pinzi.tokenizer import PAD_ID, TOKENIZER_CONFIG_FILE, UNK_ID, VOCAB_FILE, PinziTokenizer
 from pinzi.words import WORDS_FILE, WordModel
 
 MAX_INPUT_CHARS = 4096  # longer lines are refused: no IME buffer is that long
@@ -43,6 +46,9 @@ WINDOW = 64  # pinyin pieces per model call; longer inputs are converted window 
 # buffer is shorter, and a longer one (pasted text, a hostile client) would cost 2 to 3 times
 # the decoding of characters alone.
 FITTING_PIECES = 32
+WHOLE_DEPTH = 16  # whole conversions a page of candidates may list
+MAX_LEARNED_CHARS = 32  # the longest pick learned (a phrase; longer picks are pasted text)
+LEARN_READINGS = 8  # readings of the pinyin in which a pick is looked for
 DECODING_FILE = "decoding_config.json"
 # What a converter folder holds beside its weights (and config.json), all of which conversion
 # reads: a copy of the model (merged, exported) takes them along.
@@ -80,6 +86,13 @@ class DecodingConfig:
     # Listed words whose reading fits the typed pieces (bj: 北京), per start position, that the
     # beam search keeps alive while they are spelled. 0: none.
     word_fitting: int = 0
+    # A page of candidates lists the whole conversions scoring within this of the best one
+    # before the words the buffer starts with (pinzi.partial), the other ones after them.
+    whole_margin: float = 3.0
+    # Next-word prediction (pinzi.predict): the score of each character a predicted word has
+    # beyond its first, and the weight of the word model's log-probability.
+    predict_length_bonus: float = 3.0
+    predict_word_weight: float = 0.5
 
     def save(self, directory: str | Path) -> None:
         Path(directory, DECODING_FILE).write_text(
@@ -115,9 +128,11 @@ class Converter:
                  lexicon: Lexicon | None = None, *, decoding: DecodingConfig | None = None,
                  userdict: UserDict | None = None, ngram: CharNgram | None = None,
                  words: WordModel | None = None, fuzzy: Fuzzy = None, punct: bool = False,
-                 traditional: bool = False, scheme: str | None = None):
+                 traditional: bool = False, scheme: str | None = None,
+                 learned: LearnedWords | None = None):
         """``userdict``, ``fuzzy``, ``punct``, ``traditional`` and ``scheme`` are the defaults
-        of every conversion; each call may give its own."""
+        of every conversion; each call may give its own. ``learned``: what :meth:`learn`
+        records, and the conversions then use (default: a store in memory)."""
         self.scorer = scorer
         self.tokenizer = tokenizer
         self.lexicon = lexicon or Lexicon.attested()
@@ -126,20 +141,29 @@ class Converter:
         self.fuzzy, self.punct, self.scheme = parse_fuzzy(fuzzy), punct, check_scheme(scheme)
         self.traditional = traditional
         self.ngram, self.words = ngram, words
+        self.learned = learned if learned is not None else LearnedWords()
+        self._prefix_scorer = PrefixScorer(ngram, self.decoding.lm_weight, words,
+                                           self.decoding.word_weight)
+        self._predictor = None if ngram is None else Predictor(
+            ngram, tokenizer.chars, words, length_bonus=self.decoding.predict_length_bonus,
+            word_weight=self.decoding.predict_word_weight)
         self._chars = np.array(tokenizer.chars, dtype=object)
         self._candidates = lru_cache(maxsize=65536)(self._piece_candidates)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path | None = None, *,
                         adapter: str | Path | None = None, backend: str = "auto",
-                        threads: int | None = None, **options) -> Converter:
+                        threads: int | None = None, user_dir: str | Path | None = None,
+                        **options) -> Converter:
         """Load a converter: the shipped model (default), a folder, or a Hugging Face repo id.
 
         ``backend``: ``onnx`` runs the folder's model.onnx with onnxruntime, ``torch`` the
         safetensors weights with PyTorch, and ``auto`` (default) takes onnx when the folder
         has a model.onnx, onnxruntime is installed and no ``adapter`` is given. ``threads``:
         onnxruntime's per call (default 1), or PyTorch's process-wide count when given
-        (``torch.set_num_threads``). Other keyword arguments go to the constructor; without
+        (``torch.set_num_threads``). ``user_dir``: a folder where what :meth:`learn` records
+        is kept and read back (:class:`~pinzi.learning.LearnedWords`; locked while this
+        process runs). Other keyword arguments go to the constructor; without
         ``decoding`` the folder's own :class:`DecodingConfig` applies. Raises
         :class:`~pinzi.errors.ModelLoadError` with a reason.
         """
@@ -167,6 +191,8 @@ class Converter:
             options["ngram"] = CharNgram.load(folder, tokenizer.n_chars)
         if "words" not in options:
             options["words"] = WordModel.load(folder)
+        if user_dir is not None:
+            options["learned"] = LearnedWords(user_dir)
         return cls(scorer, tokenizer, **options)
 
     # ---- public API -----------------------------------------------------------------------------
@@ -175,9 +201,10 @@ class Converter:
                 traditional: bool | None = None, scheme: str | None = None) -> str:
         """The best conversion of ``pinyin`` (``""`` for blank input); the options as for
         :meth:`candidates`."""
-        best = self.candidates(pinyin, k=1, context=context, fuzzy=fuzzy, punct=punct,
-                               userdict=userdict, traditional=traditional, scheme=scheme)
-        return best[0][0] if best else ""
+        best = self.candidates(pinyin, k=1, context=context, partial=False, fuzzy=fuzzy,
+                               punct=punct, userdict=userdict, traditional=traditional,
+                               scheme=scheme)
+        return best[0].hanzi if best else ""
 
     def convert_batch(self, pinyin: Sequence[str], context: str = "", *, fuzzy: Fuzzy = None,
                       punct: bool | None = None, userdict: UserDict | None = None,
@@ -187,11 +214,19 @@ class Converter:
         return [self.convert(line, context, fuzzy=fuzzy, punct=punct, userdict=userdict,
                              traditional=traditional, scheme=scheme) for line in pinyin]
 
-    def candidates(self, pinyin: str, k: int = 5, context: str = "", *, fuzzy: Fuzzy = None,
-                   punct: bool | None = None, userdict: UserDict | None = None,
-                   traditional: bool | None = None,
-                   scheme: str | None = None) -> list[tuple[str, float]]:
-        """Up to ``k`` ranked ``(hanzi, log-score)`` conversions of the whole input.
+    def candidates(self, pinyin: str, k: int = 5, context: str = "", *, offset: int = 0,
+                   partial: bool = True, fuzzy: Fuzzy = None, punct: bool | None = None,
+                   userdict: UserDict | None = None, traditional: bool | None = None,
+                   scheme: str | None = None) -> list[Candidate]:
+        """Up to ``k`` ranked candidates, from the ``offset``-th on: ``(hanzi, score,
+        consumed)``, where ``consumed`` is how many characters of ``pinyin`` the candidate
+        covers (``len(pinyin)`` for a conversion of all of it).
+
+        The best whole conversion comes first; with ``partial`` (the default) the page goes on
+        as an input method's does: the whole conversions close to the best, the words and
+        characters the buffer starts with (the longest first), then the other whole
+        conversions (:mod:`pinzi.partial`). A client commits a candidate's hanzi and keeps
+        ``pinyin[consumed:]``. Pages are stable: ``offset=9`` continues ``k=9``.
 
         ``context``: hanzi already committed to the left. ``fuzzy``: sounds not told apart
         (``"all"``, ``"z=zh,n=l"`` or a list of pair names: :func:`pinzi.pinyin.parse_fuzzy`);
@@ -205,15 +240,19 @@ class Converter:
         fuzzy = self.fuzzy if fuzzy is None else parse_fuzzy(fuzzy)
         punct = self.punct if punct is None else punct
         traditional = self.traditional if traditional is None else traditional
+        scheme = self.scheme if scheme is None else check_scheme(scheme)
         # The model reads and writes simplified characters: the script changes at the edges.
         written = to_traditional if traditional else _as_written
         if traditional:
             context = to_simplified(context)
         if len(pinyin) > MAX_INPUT_CHARS:
             raise InputTooLong(f"input of {len(pinyin)} characters exceeds {MAX_INPUT_CHARS}")
+        if k < 1 or offset < 0:
+            raise ValueError("k must be at least 1 and offset at least 0")
+        typed = pinyin
         # Shuangpin keys become pinyin first: fuzzy, punct and user words then work unchanged.
-        pinyin = to_pinyin(pinyin, self.scheme if scheme is None else scheme)
-        userdict = userdict if userdict is not None else self.userdict
+        pinyin = to_pinyin(pinyin, scheme)
+        userdicts = [userdict if userdict is not None else self.userdict]
         decoding = self.decoding
         found = scored_segmentations(pinyin, fuzzy=fuzzy, chinese_punct=punct,
                                      limit=decoding.readings)
@@ -226,19 +265,80 @@ class Converter:
         readings = [r for (cost, r), letters in zip(found, kept, strict=True)
                     if cost - best_cost <= decoding.max_cost_gap and letters <= kept[0]]
         if sum(map(_size, best)) > WINDOW:  # long text: one reading, window by window
-            return [(written(self._convert_long(best, context, userdict)), 0.0)]
+            text = self._convert_long(best, context, self._with_learned(userdicts, best))
+            return [Candidate(written(text), 0.0, len(typed))][offset:offset + k]
+        # Whole conversions to a depth that does not depend on the page: pages stay stable.
+        depth = max(decoding.word_nbest, WHOLE_DEPTH) if partial else offset + k
         scored: dict[str, float] = {}
+        decoded = []
         for rank, (reading, positions) in enumerate(
                 zip(readings, self._score(readings, context), strict=True)):
-            for text, score in self._search(reading, positions, k, userdict):
-                text, score = written(text), score - decoding.reading_penalty * rank
+            userdicts_here = self._with_learned(userdicts, reading)
+            penalty = decoding.reading_penalty * rank
+            found = self._search(reading, positions, depth, userdicts_here)
+            decoded.append((reading, positions, userdicts_here, penalty, found[0][0]))
+            for text, score in found:
+                text, score = written(text), score - penalty
                 if score > scored.get(text, -math.inf):
                     scored[text] = score
-        return sorted(scored.items(), key=lambda item: (-item[1], item[0]))[:k]
+        whole = [Candidate(text, score, len(typed)) for text, score in
+                 sorted(scored.items(), key=lambda item: (-item[1], item[0]))]
+        close = sum(c.score >= whole[0].score - decoding.whole_margin for c in whole)
+        if not partial or offset + k <= close:  # the page holds whole conversions only
+            return whole[offset:offset + k]
+        prefixes = []  # (parsed length, hanzi, score)
+        for reading, positions, userdicts_here, penalty, best_text in decoded:
+            ends = np.cumsum([len(piece.text) for piece in reading]).tolist()
+            prefixes += [(ends[pieces - 1], written(text), score - penalty)
+                         for pieces, text, score in self._prefix_scorer.prefixes(
+                             reading, positions, userdicts_here, best_text)]
+        covered = typed_lengths(typed, scheme, (length for length, _, _ in prefixes))
+        return page_order(whole, [Candidate(text, score, covered[length])
+                                  for length, text, score in prefixes],
+                          decoding.whole_margin)[offset:offset + k]
+
+    def predict(self, context: str, k: int = 5, *,
+                traditional: bool | None = None) -> list[Prediction]:
+        """The ``k`` likeliest next words after the committed ``context``, best first, as
+        ``(hanzi, score)`` (:mod:`pinzi.predict`); none when the folder has no n-gram model.
+        ``traditional`` as for :meth:`candidates`."""
+        traditional = self.traditional if traditional is None else traditional
+        if self._predictor is None or k < 1:
+            return []
+        found = self._predictor.predict(to_simplified(context) if traditional else context, k)
+        return [Prediction(to_traditional(p.hanzi), p.score) for p in found] if traditional \
+            else found
+
+    def learn(self, pinyin: str, hanzi: str, *, fuzzy: Fuzzy = None,
+              scheme: str | None = None) -> None:
+        """Record that the user picked ``hanzi`` for ``pinyin`` (typed as for
+        :meth:`candidates`; traditional hanzi are learned as simplified): later conversions
+        prefer it where it fits (:mod:`pinzi.learning`). Raises
+        :class:`~pinzi.errors.DataError` when ``hanzi`` is not a conversion of all of
+        ``pinyin``: one character for each syllable or initial, each read that way."""
+        fuzzy = self.fuzzy if fuzzy is None else parse_fuzzy(fuzzy)
+        word = to_simplified(hanzi) if not all(map(self._is_known, hanzi)) else hanzi
+        if not 0 < len(word) <= MAX_LEARNED_CHARS or not all(map(self._is_known, word)):
+            raise DataError(f"cannot learn {hanzi!r}: a word of 1 to {MAX_LEARNED_CHARS} "
+                            "characters the model knows is expected")
+        typed = to_pinyin(pinyin, self.scheme if scheme is None else check_scheme(scheme))
+        for _, reading in scored_segmentations(typed[:MAX_INPUT_CHARS], fuzzy=fuzzy,
+                                               limit=LEARN_READINGS):
+            if len(reading) == len(word) and all(
+                    piece.kind != "other" and char in self._chars[self._candidates(piece)[0]]
+                    for piece, char in zip(reading, word, strict=True)):
+                self.learned.record(word)
+                return
+        raise DataError(f"cannot learn {hanzi!r} for {pinyin!r}: it is not a conversion of "
+                        "that pinyin (one character for each syllable or initial)")
+
+    def forget(self) -> int:
+        """Forget everything :meth:`learn` recorded; how many words that was."""
+        return self.learned.forget()
 
     # ---- internals ---------------------------------------------------------------------------
     def _search(self, reading: list[Piece], positions: list[Position | str], k: int,
-                userdict: UserDict) -> list[tuple[str, float]]:
+                userdicts: list[UserDict]) -> list[tuple[str, float]]:
         """The ``k`` best conversions of one reading: the beam search over characters; with a
         word model, its ``word_nbest`` best ranked again with the words' score; then the user
         words put in place."""
@@ -253,10 +353,15 @@ class Converter:
             found = [(text, score + decoding.word_weight * self.words.score(text))
                      for text, score in found]
             found.sort(key=lambda item: (-item[1], item[0]))
-        if userdict:
+        if any(userdicts):
             abbreviated = [piece.kind in ("initial", "prefix") for piece in reading]
-            found = place_user_words(found, positions, userdict, abbreviated)
+            found = place_user_words(found, positions, userdicts, abbreviated)
         return found[:k]
+
+    def _with_learned(self, userdicts: list[UserDict], reading: list[Piece]) -> list[UserDict]:
+        """The given user words and the learned ones that may go in place in ``reading``."""
+        pinyin_pieces = sum(piece.kind != "other" for piece in reading)
+        return userdicts + self.learned.userdicts(pinyin_pieces)
 
     def _fitting_words(self, reading: list[Piece]) -> list[tuple[int, str]]:
         """``(start, word)`` of the listed words that fit the reading's pieces
@@ -267,6 +372,9 @@ class Converter:
             return []
         allowed = [frozenset(p.syllables) if p.kind != "other" else None for p in reading]
         return self.words.fitting(allowed, self.decoding.word_fitting)
+
+    def _is_known(self, char: str) -> bool:
+        return is_hanzi(char) and self.tokenizer.char_id(char) != UNK_ID
 
     def _kept_letters(self, reading: list[Piece]) -> int:
         """Letters a reading copies to the output: those of pass-through text, and pinyin
@@ -334,7 +442,8 @@ class Converter:
         order = np.argsort(-scores, kind="stable")
         return Position(self._chars[candidates[order]], candidates[order], scores[order])
 
-    def _convert_long(self, reading: list[Piece], context: str, userdict: UserDict) -> str:
+    def _convert_long(self, reading: list[Piece], context: str,
+                      userdicts: list[UserDict]) -> str:
         output = ""
         window: list[Piece] = []
         size = 0
@@ -344,7 +453,7 @@ class Converter:
                 size += _size(piece)
             if window and (piece is None or size >= WINDOW):
                 positions = self._score([window], context + output)[0]
-                output += self._search(window, positions, 1, userdict)[0][0]
+                output += self._search(window, positions, 1, userdicts)[0][0]
                 window, size = [], 0
         return output
 

@@ -17,6 +17,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,10 @@ ABBREVIATED_COST = 4.0
 @dataclass
 class UserDict:
     """Words that decoding should prefer (names, product terms), each with a weight: its
-    margin, in log-score, over the conversion it replaces (negative: listed below it)."""
+    margin, in log-score, over the conversion it replaces (negative: listed below it).
+
+    Change it with :meth:`add` and :meth:`discard`: they keep the index by first character
+    that decoding looks words up in (thousands of learned words cost no more than a few)."""
 
     words: dict[str, float] = field(default_factory=dict)
 
@@ -65,6 +69,19 @@ class UserDict:
 
     def add(self, word: str, weight: float = DEFAULT_WORD_WEIGHT) -> None:
         self.words[word] = weight
+        self.by_first.setdefault(word[0], {})[word] = weight
+
+    def discard(self, word: str) -> None:
+        if self.words.pop(word, None) is not None:
+            del self.by_first[word[0]][word]
+
+    @cached_property
+    def by_first(self) -> dict[str, dict[str, float]]:
+        """The words and their weights by their first character."""
+        index: dict[str, dict[str, float]] = defaultdict(dict)
+        for word, weight in self.words.items():
+            index[word[0]][word] = weight
+        return index
 
     def __bool__(self) -> bool:
         return bool(self.words)
@@ -167,19 +184,19 @@ def _spelling_candidates(position: Position, texts: list[str], top: int,
 
 
 def place_user_words(found: list[tuple[str, float]], positions: Sequence[Position | str],
-                     userdict: UserDict, abbreviated: Sequence[bool]
+                     userdicts: Sequence[UserDict], abbreviated: Sequence[bool]
                      ) -> list[tuple[str, float]]:
     """``found`` (conversions of one reading's ``positions``, as :func:`beam_search` gives
     them) with the user words put in place, best first.
 
-    A user word fits a run of consecutive positions whose candidates include its characters in
-    order. Its margin is its weight, less :data:`ABBREVIATED_COST` for each of those positions
-    typed as an abbreviation (``abbreviated[i]``). Every conversion is joined by the same text
-    with all fitting words of positive margin in place (the best margin first, never
-    overlapping), scored its score plus their margins, and by one text per fitting word, scored
-    its score plus that word's margin: a word of negative margin is listed, below.
+    A word of ``userdicts`` fits a run of consecutive positions whose candidates include its
+    characters in order. Its margin is its weight, less :data:`ABBREVIATED_COST` for each of
+    those positions typed as an abbreviation (``abbreviated[i]``). Every conversion is joined
+    by the same text with all fitting words of positive margin in place (the best margin first,
+    never overlapping), scored its score plus their margins, and by one text per fitting word,
+    scored its score plus that word's margin: a word of negative margin is listed, below.
     """
-    fits = _fits(positions, userdict, abbreviated)
+    fits = user_word_fits(positions, userdicts, abbreviated)
     if not fits:
         return found
     chosen: list[tuple[float, int, str]] = []
@@ -202,15 +219,18 @@ def place_user_words(found: list[tuple[str, float]], positions: Sequence[Positio
     return sorted(scored.items(), key=lambda item: (-item[1], item[0]))
 
 
-def _fits(positions: Sequence[Position | str], userdict: UserDict,
-          abbreviated: Sequence[bool]) -> list[tuple[float, int, str]]:
-    """(margin, start position, word) of every place a user word fits."""
+def user_word_fits(positions: Sequence[Position | str], userdicts: Sequence[UserDict],
+                   abbreviated: Sequence[bool]) -> list[tuple[float, int, str]]:
+    """(margin, start position, word) of every place a word of ``userdicts`` fits."""
     fits = []
     candidates = [set(p.chars) if isinstance(p, Position) else set() for p in positions]
-    for word, weight in userdict.words.items():
-        for start in range(len(positions) - len(word) + 1):
-            span = range(start, start + len(word))
-            if all(c in candidates[i] for c, i in zip(word, span, strict=True)):
-                cost = ABBREVIATED_COST * sum(abbreviated[i] for i in span)
-                fits.append((weight - cost, start, word))
+    for userdict in userdicts:
+        for start, here in enumerate(candidates):
+            for first in here & userdict.by_first.keys():
+                for word, weight in userdict.by_first[first].items():
+                    span = range(start, start + len(word))
+                    if span.stop <= len(positions) and all(
+                            c in candidates[i] for c, i in zip(word, span, strict=True)):
+                        cost = ABBREVIATED_COST * sum(abbreviated[i] for i in span)
+                        fits.append((weight - cost, start, word))
     return fits

@@ -52,7 +52,8 @@ BLEU_HINT = "BLEU needs sacrebleu: pip install 'pinzi[bench]' (or pip install sa
 class Candidates(Protocol):
     """What the driver needs of a converter (:class:`pinzi.converter.Converter` has it)."""
 
-    def candidates(self, pinyin: str, k: int = 5) -> list[tuple[str, float]]: ...
+    def candidates(self, pinyin: str, k: int = 5, *,
+                   partial: bool = True) -> Sequence[tuple]: ...  # (hanzi, score, ...)
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,7 @@ def evaluate_clauses(converter: Candidates, clauses: Sequence[Clause], form: str
     """
     inputs = [pinyin_input(c, form, seed=seed, fraction=fraction) for c in clauses]
     start = time.perf_counter()
-    ranked = [[text for text, _ in converter.candidates(p, k=nbest)] for p in inputs]
+    ranked = [[c[0] for c in converter.candidates(p, k=nbest, partial=False)] for p in inputs]
     seconds = time.perf_counter() - start
     golds = [c.hanzi for c in clauses]
     outputs = [r[0] if r else "" for r in ranked]

@@ -6,7 +6,10 @@
 
 Routes (interactive docs at /docs and /redoc, served offline):
 
-    POST /v1/candidates  a pinyin buffer + committed left context -> n-best: an IME's keystroke call
+    POST /v1/candidates  a pinyin buffer + committed left context -> a page of candidates, each
+                         with how much of the buffer it covers: an IME's keystroke call
+    POST /v1/predict     committed text -> likely next words (联想)
+    POST /v1/learn       a pick (pinyin, hanzi) to learn; DELETE forgets all (--user-dir only)
     POST /v1/convert     a batch of pinyin buffers -> the best hanzi of each
     POST /v1/classify    texts -> (label, probability); only when the app is given a classifier
     GET  /healthz        liveness, the backend and the limits
@@ -32,7 +35,6 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from importlib import resources
-from typing import Annotated, Literal, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Security
 from fastapi.exception_handlers import http_exception_handler
@@ -42,7 +44,6 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -50,112 +51,27 @@ from pinzi import __version__
 from pinzi.converter import Converter
 from pinzi.errors import PinziError, SettingsError
 from pinzi.guard import ConversionPool
-from pinzi.pinyin import FUZZY_PAIRS
-from pinzi.shuangpin import SCHEME_NAMES
+from pinzi.schemas import (
+    ERRORS,
+    NO_LEARNING,
+    Candidate,
+    CandidatesResponse,
+    Classifier,
+    ClassifyResponse,
+    ConvertResponse,
+    Error,
+    ForgetResponse,
+    Health,
+    Label,
+    LearnResponse,
+    Limits,
+    NextWord,
+    PredictResponse,
+    request_models,
+)
 from pinzi.text import normalise
 
 STATIC = resources.files("pinzi") / "static"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask for; the defaults suit an input method and small batch jobs."""
-
-    max_body_bytes: int = 64 * 1024  # the whole request body
-    max_chars: int = 256  # one pinyin buffer, line, context or text (an IME buffer is ~30)
-    max_batch: int = 256  # lines per /v1/convert, texts per /v1/classify
-    max_k: int = 20  # candidates per /v1/candidates
-    max_queue: int = 64  # conversions waiting for a thread (~1 s of keystrokes); more get 503
-
-
-class Prediction(Protocol):
-    label: str
-    prob: float
-
-
-class Classifier(Protocol):
-    """What /v1/classify needs: one prediction (label, probability) per text, in order."""
-
-    def predict(self, texts: list[str]) -> Sequence[Prediction]: ...
-
-
-# ---- request and response bodies ----------------------------------------------------------------
-FuzzyName = Literal[("all", *FUZZY_PAIRS)]  # type: ignore[valid-type]
-
-
-def request_models(limits: Limits, adapters: Sequence[str] = ()
-                   ) -> tuple[type[BaseModel], type[BaseModel], type[BaseModel]]:
-    """The request bodies under ``limits``: built per app so that /docs shows the real limits
-    and the adapters loaded."""
-    adapter_help = ("A LoRA adapter loaded at start-up: "
-                    + (", ".join(adapters) if adapters else "none are (pinzi serve --adapter)")
-                    + ". Default: the base model.")
-    Text = Annotated[str, Field(max_length=limits.max_chars)]
-    Batch = Annotated[list[Text], Field(max_length=limits.max_batch)]
-
-    class Options(BaseModel):
-        model_config = ConfigDict(extra="forbid")  # a misspelt option is an error, not ignored
-        context: Text = Field("", description="Hanzi already committed to the left (its tail).")
-        fuzzy: list[FuzzyName] = Field([], description="Fuzzy pinyin pairs, or ['all'].")
-        punct: bool = Field(False, description="Map ASCII punctuation to Chinese punctuation.")
-        traditional: bool | None = Field(None, description="Answer in traditional characters "
-                                         "(OpenCC s2t). Default: pinzi serve --traditional.")
-        scheme: Literal[SCHEME_NAMES] | None = Field(  # type: ignore[valid-type]
-            None, description="pinyin or a shuangpin (双拼) scheme; default: the server's.")
-        adapter: str | None = Field(None, description=adapter_help)
-
-    class CandidatesRequest(Options):
-        pinyin: Text = Field(examples=["woaibeijing"])
-        k: int = Field(5, ge=1, le=limits.max_k, description="How many candidates.")
-
-    class ConvertRequest(Options):
-        pinyin: Batch = Field(examples=[["woaibeijingtiananmen", "nihao"]])
-
-    class ClassifyRequest(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        texts: Batch = Field(examples=[["今天天气很好"]])
-
-    return CandidatesRequest, ConvertRequest, ClassifyRequest
-
-
-class Candidate(BaseModel):
-    hanzi: str
-    score: float  # log-score of the whole conversion: higher is better, 0 is certain
-
-
-class CandidatesResponse(BaseModel):
-    pinyin: str  # echoed, so a client can drop answers to buffers it no longer shows
-    candidates: list[Candidate]
-
-
-class ConvertResponse(BaseModel):
-    hanzi: list[str]  # the best conversion of each pinyin buffer, in order
-
-
-class Label(BaseModel):
-    label: str
-    prob: float
-
-
-class ClassifyResponse(BaseModel):
-    results: list[Label]
-
-
-class Health(BaseModel):
-    status: str
-    version: str
-    backend: str
-    adapters: list[str]
-    classifier: bool
-    limits: dict[str, int]
-
-
-class Error(BaseModel):
-    detail: str
-    errors: list[dict] | None = None  # per field, for 422
-
-
-ERRORS = {code: {"model": Error} for code in (401, 413, 422, 503)}
 
 
 # ---- middleware and handlers --------------------------------------------------------------------
@@ -273,6 +189,7 @@ class ServeConfig:
     adapters: dict[str, str] = field(default_factory=dict)  # name -> `pinzi finetune --lora` dir
     traditional: bool = False  # answers in traditional characters unless a request says not
     scheme: str | None = None  # how a request without a "scheme" is typed; None: pinyin
+    user_dir: str | None = None  # where /v1/learn keeps what it learns; None: learning is off
 
 
 def build_app(config: ServeConfig) -> FastAPI:
@@ -281,11 +198,13 @@ def build_app(config: ServeConfig) -> FastAPI:
     Raises a :class:`~pinzi.errors.PinziError` with a message for the user.
     """
     defaults = dict(threads=config.threads, traditional=config.traditional, scheme=config.scheme)
-    converter = Converter.from_pretrained(config.model, backend=config.backend, **defaults)
+    converter = Converter.from_pretrained(config.model, backend=config.backend,
+                                          user_dir=config.user_dir, **defaults)
     # Each adapter is merged into its own copy of the base on PyTorch (the base's 5M weights
-    # are small); all of them share the base's n-gram tables.
+    # are small); all of them share the base's n-gram tables and what it learns.
     adapters = {name: Converter.from_pretrained(config.model, adapter=path, backend="torch",
-                                                ngram=converter.ngram, **defaults)
+                                                ngram=converter.ngram, words=converter.words,
+                                                learned=converter.learned, **defaults)
                 for name, path in config.adapters.items()}
     classifier = None
     if config.classifier is not None:
@@ -318,8 +237,12 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
     {'hanzi': ['你好']}
     """
     adapters = dict(adapters or {})
-    CandidatesRequest, ConvertRequest, ClassifyRequest = request_models(limits, list(adapters))
+    requests = request_models(limits, list(adapters))
+    CandidatesRequest, ConvertRequest = requests.candidates, requests.convert
+    PredictRequest, LearnRequest, ClassifyRequest = (requests.predict, requests.learn,
+                                                     requests.classify)
     backend = converter.scorer.name
+    learning = converter.learned.directory is not None
     guard = [Depends(_bearer(api_key))] if api_key else []
     keystrokes = ConversionPool(conversion_threads, limits.max_queue)
     # A batch can take most of a minute: batches get a thread of their own, never the keys'.
@@ -346,7 +269,7 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     if cors_origins:  # added last, so outermost: errors from BodyLimit carry CORS headers too
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins),
-                           allow_methods=["GET", "POST"],
+                           allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"])
 
     v1 = APIRouter(prefix="/v1", responses=ERRORS, dependencies=guard)
@@ -366,11 +289,44 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
 
     @v1.post("/candidates", response_model=CandidatesResponse)
     async def candidates(body: CandidatesRequest) -> CandidatesResponse:  # type: ignore[valid-type]
-        """The n-best conversions of one pinyin buffer: what an IME asks on each keystroke."""
-        best = await keystrokes.run(partial(converter_for(body).candidates,
-                                            normalise(body.pinyin), k=body.k, **options(body)))
-        return CandidatesResponse(pinyin=body.pinyin, candidates=[
-            Candidate(hanzi=hanzi, score=round(score, 4)) for hanzi, score in best])
+        """A page of candidates for one pinyin buffer: what an IME asks on each keystroke.
+        Each says how many characters of the buffer it covers (``consumed``): the best whole
+        conversion first, then the words the buffer starts with; commit one and keep
+        ``pinyin[consumed:]``."""
+        found = await keystrokes.run(partial(
+            converter_for(body).candidates, normalise(body.pinyin), k=body.k + 1,
+            offset=body.offset, **options(body)))
+        return CandidatesResponse(pinyin=body.pinyin, offset=body.offset,
+                                  more=len(found) > body.k, candidates=[
+            Candidate(hanzi=c.hanzi, score=round(c.score, 4), consumed=c.consumed)
+            for c in found[:body.k]])
+
+    @v1.post("/predict", response_model=PredictResponse)
+    async def predict(body: PredictRequest) -> PredictResponse:  # type: ignore[valid-type]
+        """Likely next words after the committed text (联想), best first."""
+        context = normalise(body.context)
+        found = await keystrokes.run(partial(converter_for(body).predict, context, k=body.k,
+                                             traditional=body.traditional))
+        return PredictResponse(context=body.context, predictions=[
+            NextWord(hanzi=p.hanzi, score=round(p.score, 4)) for p in found])
+
+    @v1.post("/learn", response_model=LearnResponse, responses={404: {"model": Error}})
+    async def learn(body: LearnRequest) -> LearnResponse:  # type: ignore[valid-type]
+        """Learn a pick: later conversions prefer ``hanzi`` where its pinyin fits, and a new
+        word becomes a candidate, by its initials too. Kept in the server's --user-dir."""
+        if not learning:
+            raise HTTPException(404, NO_LEARNING)
+        await keystrokes.run(partial(converter.learn, normalise(body.pinyin),
+                                     normalise(body.hanzi), fuzzy=body.fuzzy,
+                                     scheme=body.scheme))
+        return LearnResponse(learned=len(converter.learned))
+
+    @v1.delete("/learn", response_model=ForgetResponse, responses={404: {"model": Error}})
+    async def forget() -> ForgetResponse:
+        """Forget everything learned."""
+        if not learning:
+            raise HTTPException(404, NO_LEARNING)
+        return ForgetResponse(forgotten=await keystrokes.run(converter.forget))
 
     @v1.post("/convert", response_model=ConvertResponse)
     async def convert(body: ConvertRequest) -> ConvertResponse:  # type: ignore[valid-type]
@@ -397,7 +353,8 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
     @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:
         return Health(status="ok", version=__version__, backend=backend, adapters=list(adapters),
-                      classifier=classifier is not None, limits=asdict(limits))
+                      classifier=classifier is not None, learning=learning,
+                      limits=asdict(limits))
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

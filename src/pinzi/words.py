@@ -204,6 +204,26 @@ class WordModel:
                 _Buckets(ranks, lengths, _INITIAL_OF_ID[firsts], _INITIAL_OF_ID[seconds],
                          _KEY_ID))
 
+    def split(self, run: str) -> list[str]:
+        """The words of the best segmentation of ``run`` (all hanzi); a character no listed
+        word covers is a word of its own."""
+        best = [(0.0, 0)] + [(-math.inf, 0)] * len(run)  # (log-probability, start of last word)
+        for end in range(1, len(run) + 1):
+            for size in range(1, min(self.longest, end) + 1):
+                logprob = self.logprobs.get(run[end - size:end])
+                if logprob is None:
+                    if size > 1:
+                        continue
+                    logprob = self.unknown
+                if best[end - size][0] + logprob > best[end][0]:
+                    best[end] = (best[end - size][0] + logprob, end - size)
+        words, end = [], len(run)
+        while end:
+            start = best[end][1]
+            words.append(run[start:end])
+            end = start
+        return words[::-1]
+
     def _score(self, text: str) -> float:
         """Log-probability of the best segmentation of each run of hanzi in ``text``."""
         total, run = 0.0, []
