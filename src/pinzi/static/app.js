@@ -239,7 +239,7 @@ input.addEventListener("keydown", (event) => {
   if ((buffer || predicting) && /^[1-9]$/.test(event.key)) {
     event.preventDefault();
     pick(Number(event.key) - 1);
-  } else if (buffer && event.key in PAGE_KEYS) {
+  } else if (buffer && Object.hasOwn(PAGE_KEYS, event.key)) {
     event.preventDefault();
     turnPage(PAGE_KEYS[event.key]);
   } else if (event.key === " ") {
