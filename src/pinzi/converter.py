@@ -270,12 +270,14 @@ class Converter:
         # Whole conversions to a depth that does not depend on the page: pages stay stable.
         depth = max(decoding.word_nbest, WHOLE_DEPTH) if partial else offset + k
         scored: dict[str, float] = {}
+        taught: set[str] = set()  # conversions holding a user word: listed after the best
         decoded = []
         for rank, (reading, positions) in enumerate(
                 zip(readings, self._score(readings, context), strict=True)):
             userdicts_here = self._with_learned(userdicts, reading)
             penalty = decoding.reading_penalty * rank
-            found = self._search(reading, positions, depth, userdicts_here)
+            found, holding = self._search(reading, positions, depth, userdicts_here)
+            taught |= {written(text) for text in holding}
             decoded.append((reading, positions, userdicts_here, penalty, found[0][0]))
             for text, score in found:
                 text, score = written(text), score - penalty
@@ -283,19 +285,21 @@ class Converter:
                     scored[text] = score
         whole = [Candidate(text, score, len(typed)) for text, score in
                  sorted(scored.items(), key=lambda item: (-item[1], item[0]))]
-        close = sum(c.score >= whole[0].score - decoding.whole_margin for c in whole)
-        if not partial or offset + k <= close:  # the page holds whole conversions only
+        if not partial or offset + k == 1:  # the best whole conversion always leads
             return whole[offset:offset + k]
         prefixes = []  # (parsed length, hanzi, score)
         for reading, positions, userdicts_here, penalty, best_text in decoded:
             ends = np.cumsum([len(piece.text) for piece in reading]).tolist()
+            # The words of the best conversion start the page's prefixes; those of a reading
+            # that lost are not offered (ti'a'nan'men's 逖锕腩 would lead them).
+            best_text = best_text if written(best_text) == whole[0].hanzi else ""
             prefixes += [(ends[pieces - 1], written(text), score - penalty)
                          for pieces, text, score in self._prefix_scorer.prefixes(
                              reading, positions, userdicts_here, best_text)]
         covered = typed_lengths(typed, scheme, (length for length, _, _ in prefixes))
         return page_order(whole, [Candidate(text, score, covered[length])
                                   for length, text, score in prefixes],
-                          decoding.whole_margin)[offset:offset + k]
+                          decoding.whole_margin, taught)[offset:offset + k]
 
     def predict(self, context: str, k: int = 5, *,
                 traditional: bool | None = None) -> list[Prediction]:
@@ -338,10 +342,11 @@ class Converter:
 
     # ---- internals ---------------------------------------------------------------------------
     def _search(self, reading: list[Piece], positions: list[Position | str], k: int,
-                userdicts: list[UserDict]) -> list[tuple[str, float]]:
+                userdicts: list[UserDict]) -> tuple[list[tuple[str, float]], set[str]]:
         """The ``k`` best conversions of one reading: the beam search over characters; with a
         word model, its ``word_nbest`` best ranked again with the words' score; then the user
-        words put in place."""
+        words put in place. Also the conversions that hold a user word (up to ``k`` more,
+        however low they score: a word typed by its initials must stay on offer)."""
         decoding = self.decoding
         if self.words is None or decoding.word_weight <= 0:
             found = beam_search(positions, beam=decoding.beam, k=k, lm=self.ngram,
@@ -353,10 +358,14 @@ class Converter:
             found = [(text, score + decoding.word_weight * self.words.score(text))
                      for text, score in found]
             found.sort(key=lambda item: (-item[1], item[0]))
-        if any(userdicts):
-            abbreviated = [piece.kind in ("initial", "prefix") for piece in reading]
-            found = place_user_words(found, positions, userdicts, abbreviated)
-        return found[:k]
+        if not any(userdicts):
+            return found[:k], set()
+        abbreviated = [piece.kind in ("initial", "prefix") for piece in reading]
+        searched = {text for text, _ in found}
+        placed = place_user_words(found, positions, userdicts, abbreviated)
+        taught = [item for item in placed if item[0] not in searched][:k]
+        return placed[:k] + [item for item in taught if item not in placed[:k]], \
+            {text for text, _ in taught}
 
     def _with_learned(self, userdicts: list[UserDict], reading: list[Piece]) -> list[UserDict]:
         """The given user words and the learned ones that may go in place in ``reading``."""
@@ -453,7 +462,7 @@ class Converter:
                 size += _size(piece)
             if window and (piece is None or size >= WINDOW):
                 positions = self._score([window], context + output)[0]
-                output += self._search(window, positions, 1, userdicts)[0][0]
+                output += self._search(window, positions, 1, userdicts)[0][0][0]
                 window, size = [], 0
         return output
 

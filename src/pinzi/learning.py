@@ -31,8 +31,9 @@ FORMAT = "pinzi-learned"
 VERSION = 1
 CAPACITY = 20_000  # words kept: a heavy user's year of new words and phrases, ~1 MB of JSON
 # A learned word's weight (its margin over the conversion it replaces) grows with its picks:
-# 1 at the first, 1 + ln(n) after n. Typed by two initials (8 off), it wins after ~1,100.
-FIRST_PICK_WEIGHT = 1.0
+# 5 at the first, 5 + ln(n) after n. Typed by two initials (8 off), it is listed 3 below the
+# best conversion at once, among the close ones a page shows first, and wins after 20 picks.
+FIRST_PICK_WEIGHT = 5.0
 
 
 class LearnedWords:

@@ -16,7 +16,7 @@ and word model as whole conversions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -129,11 +129,12 @@ def _parsed_length(typed: str, scheme: str | None) -> int:
     return len(normalize_input(to_pinyin(typed, scheme)))
 
 
-def page_order(whole: list[Candidate], prefixes: list[Candidate],
-               whole_margin: float) -> list[Candidate]:
+def page_order(whole: list[Candidate], prefixes: list[Candidate], whole_margin: float,
+               taught: Collection[str] = ()) -> list[Candidate]:
     """Whole conversions (best first) and prefix candidates in the order a page lists them:
-    the best whole one and those within ``whole_margin`` of it, the prefix ones (the most
-    consumed first, then best first), the other whole ones. A prefix candidate that covers
+    the best whole one, those holding a user's word (``taught``: they are listed whatever
+    they score), the others within ``whole_margin`` of the best; the prefix ones (the most
+    consumed first, then best first); the other whole ones. A prefix candidate that covers
     all of the buffer (a character of a one-syllable buffer) joins the whole ones."""
     if not whole:
         return []
@@ -145,8 +146,8 @@ def page_order(whole: list[Candidate], prefixes: list[Candidate],
             seen.add((candidate.hanzi, candidate.consumed))
             ordered.append(candidate)
     covering = [c for c in ordered if c.consumed == everything]
-    if covering:
-        ordered = ordered[len(covering):]
-        whole = whole[:1] + sorted(whole[1:] + covering, key=lambda c: (-c.score, c.hanzi))
-    close = sum(c.score >= whole[0].score - whole_margin for c in whole)
-    return whole[:close] + ordered + whole[close:]
+    rest = sorted(whole[1:] + covering, key=lambda c: (-c.score, c.hanzi))
+    first = whole[:1] + [c for c in rest if c.hanzi in taught]
+    rest = [c for c in rest if c.hanzi not in taught]
+    close = sum(c.score >= whole[0].score - whole_margin for c in rest)
+    return first + rest[:close] + ordered[len(covering):] + rest[close:]

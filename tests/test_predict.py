@@ -1,0 +1,49 @@
+"""Next-word prediction from the n-gram and the word list."""
+
+from __future__ import annotations
+
+import pytest
+
+from pinzi.converter import Converter
+from pinzi.corpus import load_prepared
+from pinzi.ngram import CharNgram
+from pinzi.predict import Predictor
+from pinzi.text import is_hanzi
+from pinzi.words import WordModel
+
+
+@pytest.fixture(scope="module")
+def converter(tiny_model, tiny_corpus) -> Converter:
+    """The tiny model with an n-gram of everything seen (the shipped cut, 3 times, leaves
+    twenty sentences with characters alone)."""
+    plain = Converter.from_pretrained(tiny_model, backend="torch")
+    text = load_prepared(tiny_corpus)["train"].tokenized(plain.tokenizer)
+    ngram = CharNgram.build(text.chars, text.offsets, plain.tokenizer.char_offset,
+                            plain.tokenizer.n_chars, min_count=1)
+    return Converter(plain.scorer, plain.tokenizer, ngram=ngram)
+
+
+def test_the_ngram_predicts_the_next_character_of_a_known_sentence(converter):
+    found = converter.predict("我爱北京天安", k=5)
+    assert found[0].hanzi == "门"
+    assert len(found) == 5 and all(is_hanzi(c) for p in found for c in p.hanzi)
+    assert [p.score for p in found] == sorted((p.score for p in found), reverse=True)
+
+
+def test_words_and_the_length_bonus_make_whole_words_win(converter):
+    words = WordModel({"天安门": -3.0, "天气": -3.0, "北京": -3.0},
+                      {"天安门": "tian'an'men", "天气": "tian'qi", "北京": "bei'jing"})
+    chars = converter.tokenizer.chars
+    plain = Predictor(converter.ngram, chars, words)
+    bonus = Predictor(converter.ngram, chars, words, length_bonus=3.0, word_weight=0.5)
+    assert plain.predict("我爱北京", 1)[0].hanzi == "天"  # a chain only loses as it grows
+    assert bonus.predict("我爱北京", 1)[0].hanzi == "天安门"
+
+
+def test_prediction_options_and_edges(converter, tiny_model):
+    assert len(converter.predict("", k=3)) == 3  # the start of a text
+    assert converter.predict("我爱北京天安", k=1, traditional=True)[0].hanzi == "門"
+    assert converter.predict("我爱", k=0) == []
+    assert converter.predict("ascii only, 😀", k=2)  # unknown characters: a fresh start
+    no_ngram = Converter.from_pretrained(tiny_model, backend="torch", ngram=None)
+    assert no_ngram.predict("我爱北京") == []
