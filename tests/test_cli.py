@@ -300,3 +300,33 @@ def test_pinyin_stdin_keeps_one_line_per_line():
     lines = ["中文".encode(), b"", b"ok", b"\xff" + "银行".encode(), b"\x07" + "行".encode()]
     out = pinyin("--tone", "none", stdin=b"\n".join(lines) + b"\n").split("\n")
     assert out == ["zhong wen", "", "ok", "\ufffdyin hang", "xing", ""]
+
+
+def test_learn_then_convert_with_what_was_learned(tiny_model, tmp_path):
+    def run(*args: str, stdin: str | None = None):
+        return runner.invoke(app, [*args, "-m", str(tiny_model)], input=stdin)
+
+    learned = run("learn", "--user-dir", str(tmp_path), "yinhang", "音航")
+    assert learned.exit_code == 0 and learned.stdout == "1 words learned\n"
+    assert run("convert", "yinhang", "--user-dir", str(tmp_path)).stdout == "音航\n"
+    assert run("convert", "yinhang").stdout == "银行\n"  # without the folder: nothing learned
+    refused = run("learn", "--user-dir", str(tmp_path), "nihao", "北京")
+    assert refused.exit_code == 2 and "cannot learn" in refused.output
+    piped = run("learn", "--user-dir", str(tmp_path), stdin="nihao\t你号\nnihao\t北京\n\n")
+    assert piped.exit_code == 0 and "line 2: cannot learn" in piped.output
+    assert "2 words learned" in piped.stdout
+    forgot = runner.invoke(app, ["learn", "--user-dir", str(tmp_path), "--forget"])
+    assert forgot.exit_code == 0 and forgot.stdout == "forgot 2 words\n"
+
+
+def test_predict_prints_next_words(tiny_model):
+    result = runner.invoke(app, ["predict", "我爱北京", "-m", str(tiny_model), "-k", "3"])
+    assert result.exit_code == 0 and len(result.stdout.rstrip("\n").split("\t")) == 3
+    result = runner.invoke(app, ["predict", "-m", str(tiny_model), "--json"], input="我\n你\n")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["context"] for row in rows] == ["我", "你"] and len(rows[0]["predictions"]) == 5
+
+
+def test_serve_refuses_workers_with_a_user_dir(tmp_path):
+    result = runner.invoke(app, ["serve", "--user-dir", str(tmp_path), "--workers", "2"])
+    assert result.exit_code == 2 and "--user-dir takes one worker" in result.output

@@ -611,3 +611,58 @@ def test_serve_traditional_is_the_servers_default(tiny_model, monkeypatch):
 
         assert convert() == ["我愛北京"]
         assert convert(traditional=False) == ["我爱北京"]
+
+
+# ---- pages, prediction, learning ----------------------------------------------------------------
+def test_pages_of_candidates_follow_each_other(client):
+    def page(**body) -> dict:
+        return client.post("/v1/candidates", json={"pinyin": "woaibeijing", **body}).json()
+
+    first, second, both = page(k=4), page(k=4, offset=4), page(k=8)
+    assert first["candidates"] + second["candidates"] == both["candidates"]
+    assert first["more"] is True and second["offset"] == 4
+    assert page(k=50, offset=1000) == {"pinyin": "woaibeijing", "offset": 1000, "more": False,
+                                       "candidates": []}
+
+
+def test_predict_answers_next_words(client):
+    answer = client.post("/v1/predict", json={"context": "我爱北京", "k": 3})
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["context"] == "我爱北京" and len(body["predictions"]) == 3
+    assert set(body["predictions"][0]) == {"hanzi", "score"}
+
+
+def test_without_a_user_dir_nothing_is_learned(client):
+    assert client.get("/healthz").json()["learning"] is False
+    for answer in (client.post("/v1/learn", json={"pinyin": "yinhang", "hanzi": "音航"}),
+                   client.delete("/v1/learn")):
+        assert answer.status_code == 404 and "--user-dir" in answer.json()["detail"]
+
+
+def test_what_the_server_learns_survives_a_restart_until_forgotten(tiny_model, tmp_path):
+    def started() -> TestClient:
+        converter = Converter.from_pretrained(tiny_model, backend="torch", user_dir=tmp_path)
+        return TestClient(create_app(converter))
+
+    def best(client: TestClient) -> str:
+        return client.post("/v1/candidates", json={"pinyin": "yinhang"}).json()[
+            "candidates"][0]["hanzi"]
+
+    with started() as client:
+        assert client.get("/healthz").json()["learning"] is True
+        assert best(client) == "银行"
+        answer = client.post("/v1/learn", json={"pinyin": "yin hang", "hanzi": "音航"})
+        assert answer.status_code == 200 and answer.json() == {"learned": 1}
+        refused = client.post("/v1/learn", json={"pinyin": "yinhang", "hanzi": "北京"})
+        assert refused.status_code == 422 and "cannot learn" in refused.json()["detail"]
+    with started() as client:
+        assert best(client) == "音航"
+        assert client.delete("/v1/learn").json() == {"forgotten": 1}
+        assert best(client) == "银行"
+
+
+def test_a_damaged_learning_file_stops_the_start_with_its_name(tiny_model, tmp_path):
+    (tmp_path / "learned.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(PinziError, match="learned.json is damaged"):
+        build_app(ServeConfig(model=str(tiny_model), backend="torch", user_dir=str(tmp_path)))

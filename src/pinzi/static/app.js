@@ -158,7 +158,8 @@ async function predict() {
 // Tells the server what was picked, when it learns; typing never waits for it nor stops on
 // its failure.
 function learn(pinyin, hanzi) {
-  if (!learning) return;
+  // Only hanzi are learned: a pick with punctuation or letters in it is no word.
+  if (!learning || !/^\p{Script=Han}+$/u.test(hanzi)) return;
   post("v1/learn", { pinyin: pinyin.replace(SEPARATORS_AT_ENDS, ""), hanzi,
                      scheme: scheme.value || null })
     .catch((error) => showStatus(`learn: ${error.message}`, true));
