@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -88,3 +90,13 @@ def test_the_store_is_bounded_dropping_the_least_used_first(tmp_path):
     assert len(store) <= 10 and "常用" in store.words.words
     assert "字" + chr(0x4E00 + 11) in store.words.words  # the latest stays
     assert len(json.loads((tmp_path / LEARNED_FILE).read_text())["words"]) == len(store)
+
+
+def test_a_second_process_cannot_learn_into_the_same_folder(tmp_path):
+    held = LearnedWords(tmp_path)
+    other = subprocess.run(
+        [sys.executable, "-c", "import sys; from pinzi.learning import LearnedWords\n"
+         "try:\n    LearnedWords(sys.argv[1])\nexcept Exception as e:\n    print(e)",
+         str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert "is being written by another pinzi process" in other.stdout
+    held.close()

@@ -227,7 +227,8 @@ def user_word_fits(positions: Sequence[Position | str], userdicts: Sequence[User
     for userdict in userdicts:
         for start, here in enumerate(candidates):
             for first in here & userdict.by_first.keys():
-                for word, weight in userdict.by_first[first].items():
+                # a snapshot: a learning thread may add words while this one converts
+                for word, weight in tuple(userdict.by_first[first].items()):
                     span = range(start, start + len(word))
                     if span.stop <= len(positions) and all(
                             c in candidates[i] for c, i in zip(word, span, strict=True)):

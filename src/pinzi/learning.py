@@ -52,7 +52,11 @@ class LearnedWords:
         self._held = ExitStack()
         if self.directory is not None:
             self._held.enter_context(exclusive(self.directory))
-            self._read()
+            try:
+                self._read()
+            except BaseException:
+                self.close()
+                raise
 
     def __len__(self) -> int:
         return len(self._uses)
