@@ -24,6 +24,7 @@ from pinzi.classify_task import HEADS, load_base
 from pinzi.cli import app
 from pinzi.errors import DataError, ModelLoadError, SettingsError
 from pinzi.io import read_labelled
+from pinzi.learning import LearnedWords
 from pinzi.lora import LoraSettings, apply_lora
 
 torch.set_num_threads(1)
@@ -368,6 +369,7 @@ class StubConverter:
     """Just enough of a Converter for create_app (the conversion routes are not used here)."""
 
     scorer = type("Scorer", (), {"name": "stub"})()
+    learned = LearnedWords()  # in memory: this server learns nothing
 
     def candidates(self, pinyin, k=5, **options):
         return [("你好", 0.0)]

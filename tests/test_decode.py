@@ -302,3 +302,21 @@ def test_kept_words_never_lose_the_exhaustive_best_with_a_wide_beam(seed: int) -
     narrow = beam_search(positions, beam=1, expand=1, k=wide, keep=keep, lm=lm, lm_weight=0.7)
     for start, word in keep:
         assert any(text[start:start + len(word)] == word for text, _ in narrow)
+
+
+def test_whole_word_user_words_replace_only_whole_words() -> None:
+    positions = [position(FOUR, FOUR_SCORES)] * 4
+    found = beam_search(positions, k=1)
+    assert found[0][0] == "甲甲甲甲"
+    learned = UserDict({"乙丙": 3.0}, whole_words=True)
+
+    def placed(split) -> list[str]:
+        return [text for text, _ in
+                place_user_words(found, positions, [learned], [False] * 4, split)]
+
+    # One word of four: 乙丙 would cut it, so it goes nowhere.
+    assert placed(lambda run: [run]) == ["甲甲甲甲"]
+    # 甲|甲甲|甲: only the middle word is replaced.
+    assert placed(lambda run: [run[0], run[1:3], run[3]])[0] == "甲乙丙甲"
+    # Without a word model, any run it fits: wherever it fits without overlapping itself.
+    assert placed(None)[0] == "乙丙乙丙"

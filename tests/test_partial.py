@@ -98,3 +98,12 @@ def test_page_order_puts_close_whole_conversions_first_and_far_ones_last():
     ordered = page_order(whole, starts, whole_margin=3.0)
     assert [c.hanzi for c in ordered] == ["甲乙", "甲丙", "甲", "丁", "丁戊"]
     assert page_order([], starts, whole_margin=3.0) == []
+
+
+def test_page_order_lists_whole_conversions_that_are_words_before_the_starts():
+    whole = [Candidate("国际", -14.5, 5), Candidate("国籍", -26.1, 5), Candidate("过急", -30.0, 5)]
+    starts = [Candidate("国", -12.0, 3)]
+    ordered = page_order(whole, starts, whole_margin=3.0, words={"国际", "国籍"})
+    assert [c.hanzi for c in ordered] == ["国际", "国籍", "国", "过急"]
+    taught = page_order(whole, starts, whole_margin=3.0, taught={"过急"})
+    assert [c.hanzi for c in taught] == ["国际", "过急", "国", "国籍"]

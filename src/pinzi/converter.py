@@ -91,7 +91,7 @@ class DecodingConfig:
     whole_margin: float = 3.0
     # Next-word prediction (pinzi.predict): the score of each character a predicted word has
     # beyond its first, and the weight of the word model's log-probability.
-    predict_length_bonus: float = 3.0
+    predict_length_bonus: float = 1.0
     predict_word_weight: float = 0.5
 
     def save(self, directory: str | Path) -> None:
@@ -271,12 +271,13 @@ class Converter:
         depth = max(decoding.word_nbest, WHOLE_DEPTH) if partial else offset + k
         scored: dict[str, float] = {}
         taught: set[str] = set()  # conversions holding a user word: listed after the best
+        history = self._history(context)
         decoded = []
         for rank, (reading, positions) in enumerate(
                 zip(readings, self._score(readings, context), strict=True)):
             userdicts_here = self._with_learned(userdicts, reading)
             penalty = decoding.reading_penalty * rank
-            found, holding = self._search(reading, positions, depth, userdicts_here)
+            found, holding = self._search(reading, positions, depth, userdicts_here, history)
             taught |= {written(text) for text in holding}
             decoded.append((reading, positions, userdicts_here, penalty, found[0][0]))
             for text, score in found:
@@ -295,11 +296,12 @@ class Converter:
             best_text = best_text if written(best_text) == whole[0].hanzi else ""
             prefixes += [(ends[pieces - 1], written(text), score - penalty)
                          for pieces, text, score in self._prefix_scorer.prefixes(
-                             reading, positions, userdicts_here, best_text)]
+                             reading, positions, userdicts_here, best_text, history)]
         covered = typed_lengths(typed, scheme, (length for length, _, _ in prefixes))
         return page_order(whole, [Candidate(text, score, covered[length])
                                   for length, text, score in prefixes],
-                          decoding.whole_margin, taught)[offset:offset + k]
+                          decoding.whole_margin, taught,
+                          self.words.logprobs if self.words is not None else ())[offset:offset + k]
 
     def predict(self, context: str, k: int = 5, *,
                 traditional: bool | None = None) -> list[Prediction]:
@@ -342,7 +344,8 @@ class Converter:
 
     # ---- internals ---------------------------------------------------------------------------
     def _search(self, reading: list[Piece], positions: list[Position | str], k: int,
-                userdicts: list[UserDict]) -> tuple[list[tuple[str, float]], set[str]]:
+                userdicts: list[UserDict], history: tuple[int, int] | None = None
+                ) -> tuple[list[tuple[str, float]], set[str]]:
         """The ``k`` best conversions of one reading: the beam search over characters; with a
         word model, its ``word_nbest`` best ranked again with the words' score; then the user
         words put in place. Also the conversions that hold a user word (up to ``k`` more,
@@ -350,11 +353,11 @@ class Converter:
         decoding = self.decoding
         if self.words is None or decoding.word_weight <= 0:
             found = beam_search(positions, beam=decoding.beam, k=k, lm=self.ngram,
-                                lm_weight=decoding.lm_weight)
+                                lm_weight=decoding.lm_weight, history=history)
         else:
             found = beam_search(positions, beam=decoding.beam, k=max(k, decoding.word_nbest),
                                 lm=self.ngram, lm_weight=decoding.lm_weight,
-                                keep=self._fitting_words(reading))
+                                keep=self._fitting_words(reading), history=history)
             found = [(text, score + decoding.word_weight * self.words.score(text))
                      for text, score in found]
             found.sort(key=lambda item: (-item[1], item[0]))
@@ -362,7 +365,8 @@ class Converter:
             return found[:k], set()
         abbreviated = [piece.kind in ("initial", "prefix") for piece in reading]
         searched = {text for text, _ in found}
-        placed = place_user_words(found, positions, userdicts, abbreviated)
+        placed = place_user_words(found, positions, userdicts, abbreviated,
+                                  self.words.split if self.words is not None else None)
         taught = [item for item in placed if item[0] not in searched][:k]
         return placed[:k] + [item for item in taught if item not in placed[:k]], \
             {text for text, _ in taught}
@@ -381,6 +385,13 @@ class Converter:
             return []
         allowed = [frozenset(p.syllables) if p.kind != "other" else None for p in reading]
         return self.words.fitting(allowed, self.decoding.word_fitting)
+
+    def _history(self, context: str) -> tuple[int, int] | None:
+        """The n-gram's two characters before what is typed: the committed text's last."""
+        if self.ngram is None:
+            return None
+        return self.ngram.history([self.tokenizer.char_id(c) - self.tokenizer.char_offset
+                                   for c in context[-2:]])
 
     def _is_known(self, char: str) -> bool:
         return is_hanzi(char) and self.tokenizer.char_id(char) != UNK_ID
@@ -462,7 +473,8 @@ class Converter:
                 size += _size(piece)
             if window and (piece is None or size >= WINDOW):
                 positions = self._score([window], context + output)[0]
-                output += self._search(window, positions, 1, userdicts)[0][0][0]
+                history = self._history(context + output)
+                output += self._search(window, positions, 1, userdicts, history)[0][0][0]
                 window, size = [], 0
         return output
 

@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import groupby
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from pinzi.errors import DataError
 from pinzi.io import numbered_lines
 from pinzi.ngram import CharNgram
+from pinzi.text import is_hanzi
 
 DEFAULT_WORD_WEIGHT = 4.0  # a user word's margin (log-score) over the conversion it replaces
 # A user word typed by initials (yh: 音航) is less surely meant than one typed in full: each
@@ -42,6 +45,9 @@ class UserDict:
     that decoding looks words up in (thousands of learned words cost no more than a few)."""
 
     words: dict[str, float] = field(default_factory=dict)
+    # Whether a word may only replace whole words of a conversion (learned words: 几个 must
+    # not turn 自己哥哥 into 自几个个), or any run of characters it fits (a user's list).
+    whole_words: bool = False
 
     @classmethod
     def load(cls, path: str | Path) -> UserDict:
@@ -99,7 +105,8 @@ class Position:
 
 def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 1,
                 expand: int = 8, lm: CharNgram | None = None, lm_weight: float = 0.0,
-                keep: Sequence[tuple[int, str]] = ()) -> list[tuple[str, float]]:
+                keep: Sequence[tuple[int, str]] = (),
+                history: tuple[int, int] | None = None) -> list[tuple[str, float]]:
     """The ``k`` best conversions of a line as (text, log-score), best first.
 
     ``positions`` mixes :class:`Position` (to decide) and plain strings (pass-through text that
@@ -110,6 +117,8 @@ def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 
     words to keep alive, each with the index of the position it starts at: a hypothesis that
     has spelled a word's start there is extended with its next character even beyond
     ``expand``, and kept beyond the beam (up to ``beam`` more) while it spells the word.
+    ``history``: the n-gram's two characters before the line (committed text:
+    :meth:`CharNgram.history`); default, the start of a text.
 
     Every hypothesis has taken one candidate per position, so two extensions never spell the
     same text and the beam needs no merging: the scores of all extensions are one numpy array.
@@ -120,7 +129,7 @@ def beam_search(positions: Iterable[Position | str], *, beam: int = 8, k: int = 
     spelled = _spelled_at(keep)
     texts = [""]
     scores = np.zeros(1)
-    before2 = before1 = np.full(1, bos, dtype=np.int64)  # the two characters before: none yet
+    before2, before1 = (np.full(1, i, dtype=np.int64) for i in history or (bos, bos))
     for step, position in enumerate(positions):
         if isinstance(position, str):  # pass-through text: the next char starts afresh
             texts = [text + position for text in texts]
@@ -183,8 +192,19 @@ def _spelling_candidates(position: Position, texts: list[str], top: int,
     return found[:, 0], found[:, 1]
 
 
+class Fit(NamedTuple):
+    """A place a user word fits: its margin there, the position it starts at, the word, and
+    whether it may only replace whole words (:attr:`UserDict.whole_words`)."""
+
+    margin: float
+    start: int
+    word: str
+    whole_words: bool = False
+
+
 def place_user_words(found: list[tuple[str, float]], positions: Sequence[Position | str],
-                     userdicts: Sequence[UserDict], abbreviated: Sequence[bool]
+                     userdicts: Sequence[UserDict], abbreviated: Sequence[bool],
+                     split: Callable[[str], list[str]] | None = None
                      ) -> list[tuple[str, float]]:
     """``found`` (conversions of one reading's ``positions``, as :func:`beam_search` gives
     them) with the user words put in place, best first.
@@ -194,34 +214,49 @@ def place_user_words(found: list[tuple[str, float]], positions: Sequence[Positio
     those positions typed as an abbreviation (``abbreviated[i]``). Every conversion is joined
     by the same text with all fitting words of positive margin in place (the best margin first,
     never overlapping), scored its score plus their margins, and by one text per fitting word,
-    scored its score plus that word's margin: a word of negative margin is listed, below.
+    scored its score plus that word's margin: a word of negative margin is listed, below. A
+    word of a ``whole_words`` dictionary goes in place only where it replaces whole words of
+    the conversion, as ``split`` (a run of hanzi -> its words) cuts it.
     """
     fits = user_word_fits(positions, userdicts, abbreviated)
     if not fits:
         return found
-    chosen: list[tuple[float, int, str]] = []
-    for margin, start, word in sorted(fits, key=lambda f: (-f[0], -len(f[2]), f[1])):
-        if margin > 0 and all(start + len(word) <= s or s + len(w) <= start
-                              for _, s, w in chosen):
-            chosen.append((margin, start, word))
     offsets = np.cumsum([0] + [1 if isinstance(p, Position) else len(p) for p in positions])
     scored = dict(found)
-    variants = [[fit] for fit in fits] + ([chosen] if len(chosen) > 1 else [])
     for text, score in found:
-        for variant in variants:
+        edges = _word_edges(text, split) if split is not None else None
+        usable = [f for f in fits if not f.whole_words or edges is None or (
+            offsets[f.start] in edges and offsets[f.start] + len(f.word) in edges)]
+        chosen: list[Fit] = []
+        for fit in sorted(usable, key=lambda f: (-f.margin, -len(f.word), f.start)):
+            if fit.margin > 0 and all(fit.start + len(fit.word) <= c.start
+                                      or c.start + len(c.word) <= fit.start for c in chosen):
+                chosen.append(fit)
+        for variant in [[fit] for fit in usable] + ([chosen] if len(chosen) > 1 else []):
             placed = list(text)
-            for _, start, word in variant:
-                placed[offsets[start]:offsets[start] + len(word)] = word
+            for fit in variant:
+                placed[offsets[fit.start]:offsets[fit.start] + len(fit.word)] = fit.word
             new_text = "".join(placed)
-            new_score = score + sum(margin for margin, _, _ in variant)
+            new_score = score + sum(fit.margin for fit in variant)
             if new_score > scored.get(new_text, -math.inf):
                 scored[new_text] = new_score
     return sorted(scored.items(), key=lambda item: (-item[1], item[0]))
 
 
+def _word_edges(text: str, split: Callable[[str], list[str]]) -> set[int]:
+    """Where the words of ``text`` begin and end: between the words ``split`` cuts each run
+    of hanzi into, and around every other character."""
+    edges, at = {0}, 0
+    for hanzi, run in groupby(text, key=is_hanzi):
+        for word in split("".join(run)) if hanzi else list(run):
+            at += len(word)
+            edges.add(at)
+    return edges
+
+
 def user_word_fits(positions: Sequence[Position | str], userdicts: Sequence[UserDict],
-                   abbreviated: Sequence[bool]) -> list[tuple[float, int, str]]:
-    """(margin, start position, word) of every place a word of ``userdicts`` fits."""
+                   abbreviated: Sequence[bool]) -> list[Fit]:
+    """Every place a word of ``userdicts`` fits."""
     fits = []
     candidates = [set(p.chars) if isinstance(p, Position) else set() for p in positions]
     for userdict in userdicts:
@@ -233,5 +268,5 @@ def user_word_fits(positions: Sequence[Position | str], userdicts: Sequence[User
                     if span.stop <= len(positions) and all(
                             c in candidates[i] for c, i in zip(word, span, strict=True)):
                         cost = ABBREVIATED_COST * sum(abbreviated[i] for i in span)
-                        fits.append((weight - cost, start, word))
+                        fits.append(Fit(weight - cost, start, word, userdict.whole_words))
     return fits

@@ -3,7 +3,8 @@
 Every pick an input method reports (:meth:`pinzi.converter.Converter.learn`) counts one use of
 its hanzi. A learned word of two or more characters joins the conversion as a user word
 (:func:`pinzi.decode.place_user_words`): it wins wherever its characters fit the typed
-pinyin, and is listed when typed by its initials (each initial costs
+pinyin in place of whole words of the conversion (几个 does not turn 自己哥哥 into 自几个个),
+and is listed when typed by its initials (each initial costs
 :data:`~pinzi.decode.ABBREVIATED_COST`, so a word picked often enough wins there too). A
 learned single character wins only when it is typed alone: inside longer input the context
 decides (picking 她 for ``ta`` must not turn 他们 into 她们).
@@ -44,7 +45,7 @@ class LearnedWords:
         given); None keeps it in memory only."""
         self.directory = None if directory is None else Path(directory)
         self.capacity = capacity
-        self.words = UserDict()  # of two or more characters
+        self.words = UserDict(whole_words=True)  # of two or more characters
         self.singles = UserDict()  # single characters: they win only when typed alone
         self._uses: dict[str, tuple[int, int]] = {}  # word -> (picks, clock of the last)
         self._clock = 0

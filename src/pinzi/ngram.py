@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import zipfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,15 @@ class CharNgram:
                           np.zeros(b.shape, dtype=np.float32))
         return _lookup(self.trigram_keys, self.trigram_logprobs,
                        (a * self.base + b) * self.base + c, context + bigram)
+
+    def history(self, ids: Sequence[int]) -> tuple[int, int]:
+        """The two characters before what follows a text ending in characters ``ids``
+        (their indices; a negative one is no character the tables know, and starts afresh
+        as ``bos`` does)."""
+        before2, before1 = ([self.bos, self.bos] + [i if i >= 0 else -1 for i in ids])[-2:]
+        if before1 < 0:
+            return self.bos, self.bos
+        return (before2 if before2 >= 0 else self.bos), before1
 
     def save(self, directory: str | Path) -> None:
         """``ngram.npz``; sorted keys are stored as their differences, which compress to a

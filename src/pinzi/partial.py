@@ -16,7 +16,7 @@ and word model as whole conversions.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Container, Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -52,7 +52,8 @@ class PrefixScorer:
         self.words, self.word_weight = words, word_weight
 
     def prefixes(self, reading: Sequence[Piece], positions: Sequence[Position | str],
-                 userdicts: Sequence[UserDict], best: str) -> list[tuple[int, str, float]]:
+                 userdicts: Sequence[UserDict], best: str,
+                 history: tuple[int, int] | None = None) -> list[tuple[int, str, float]]:
         """``(pieces covered, hanzi, score)`` of the candidates at the start of the reading:
         the starts of its ``best`` conversion that end a word; for each length from
         :data:`MAX_PREFIX_PIECES` down, the listed words and the user's words that fit; the
@@ -79,16 +80,18 @@ class PrefixScorer:
         texts = {text: margin for text, margin in texts.items()
                  if all(c in spelled[i] for i, c in enumerate(text))}
         abbreviated = [p.kind in ("initial", "prefix") for p in reading[:longest]]
-        for margin, start, word in user_word_fits(firsts[:longest], userdicts, abbreviated):
-            if start == 0:
-                texts[word] = max(margin, texts.get(word, margin))
-        scores = self.score(list(texts), firsts)
+        for fit in user_word_fits(firsts[:longest], userdicts, abbreviated):
+            if fit.start == 0:
+                texts[fit.word] = max(fit.margin, texts.get(fit.word, fit.margin))
+        scores = self.score(list(texts), firsts, history)
         return [(len(text), text, score + texts[text])
                 for text, score in zip(texts, scores.tolist(), strict=True)]
 
-    def score(self, texts: list[str], positions: Sequence[Position]) -> np.ndarray:
+    def score(self, texts: list[str], positions: Sequence[Position],
+              history: tuple[int, int] | None = None) -> np.ndarray:
         """The score of each text written over ``positions`` from the first (each at most as
-        long as they are many, and spelled from their candidates)."""
+        long as they are many, and spelled from their candidates); ``history``: the n-gram's
+        two characters before, as for the search."""
         if not texts:
             return np.zeros(0)
         longest = max(map(len, texts))
@@ -101,7 +104,7 @@ class PrefixScorer:
                 model[row] += score
         total = model
         if self.lm is not None and self.lm_weight > 0:
-            ids[:, :2] = self.lm.bos  # as the search, which starts the n-gram afresh
+            ids[:, :2] = history or (self.lm.bos, self.lm.bos)
             spelled = ids[:, 2:] >= 0
             steps = self.lm.score(ids[:, :-2], ids[:, 1:-1], np.maximum(ids[:, 2:], 0))
             total = total + self.lm_weight * (steps * spelled).sum(axis=1)
@@ -130,12 +133,13 @@ def _parsed_length(typed: str, scheme: str | None) -> int:
 
 
 def page_order(whole: list[Candidate], prefixes: list[Candidate], whole_margin: float,
-               taught: Collection[str] = ()) -> list[Candidate]:
+               taught: Collection[str] = (), words: Container[str] = ()) -> list[Candidate]:
     """Whole conversions (best first) and prefix candidates in the order a page lists them:
-    the best whole one, those holding a user's word (``taught``: they are listed whatever
-    they score), the others within ``whole_margin`` of the best; the prefix ones (the most
-    consumed first, then best first); the other whole ones. A prefix candidate that covers
-    all of the buffer (a character of a one-syllable buffer) joins the whole ones."""
+    the best whole one; those holding a user's word (``taught``: listed whatever they score);
+    the others within ``whole_margin`` of the best, and the others that are one listed word
+    (``words``: 国籍 for ``guoji``, whatever the margin); the prefix ones (the most consumed
+    first, then best first); the other whole ones. A prefix candidate that covers all of the
+    buffer (a character of a one-syllable buffer) joins the whole ones."""
     if not whole:
         return []
     everything = whole[0].consumed
@@ -147,7 +151,9 @@ def page_order(whole: list[Candidate], prefixes: list[Candidate], whole_margin: 
             ordered.append(candidate)
     covering = [c for c in ordered if c.consumed == everything]
     rest = sorted(whole[1:] + covering, key=lambda c: (-c.score, c.hanzi))
+    floor = whole[0].score - whole_margin
     first = whole[:1] + [c for c in rest if c.hanzi in taught]
-    rest = [c for c in rest if c.hanzi not in taught]
-    close = sum(c.score >= whole[0].score - whole_margin for c in rest)
-    return first + rest[:close] + ordered[len(covering):] + rest[close:]
+    first += [c for c in rest if c.hanzi not in taught
+              and (c.score >= floor or (len(c.hanzi) > 1 and c.hanzi in words))]
+    listed = {c.hanzi for c in first}
+    return first + ordered[len(covering):] + [c for c in rest if c.hanzi not in listed]

@@ -53,8 +53,7 @@ class Predictor:
     def predict(self, context: str, k: int = 5) -> list[Prediction]:
         """The ``k`` likeliest next words after ``context`` (hanzi committed so far; blank:
         the start of a text), best first."""
-        before = [self._ids.get(c, self.lm.bos) for c in context[-2:]]
-        before = [self.lm.bos] * (2 - len(before)) + before
+        before = list(self.lm.history([self._ids.get(c, -1) for c in context[-2:]]))
         every = np.arange(len(self.chars))
         first = self.lm.score(np.full(len(every), before[0]), np.full(len(every), before[1]),
                               every)

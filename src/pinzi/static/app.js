@@ -6,6 +6,7 @@
 const DEBOUNCE_MS = 80;    // one request per pause in typing, not one per key
 const CONTEXT_CHARS = 32;  // the committed tail sent as context (the model reads no more)
 const PAGE_SIZE = 9;       // candidates per page of the bar: the digits 1-9 pick them
+const LONGEST_LEARNED = 32;  // characters of a pick /v1/learn takes
 // What pinyin separates syllables with (pinzi.pinyin's _SEPARATED); none is worth learning
 // at either end of a pick, nor keeping at the start of the rest of the buffer.
 const SEPARATORS_AT_START = /^[\s'’]+/;
@@ -158,8 +159,10 @@ async function predict() {
 // Tells the server what was picked, when it learns; typing never waits for it nor stops on
 // its failure.
 function learn(pinyin, hanzi) {
-  // Only hanzi are learned: a pick with punctuation or letters in it is no word.
-  if (!learning || !/^\p{Script=Han}+$/u.test(hanzi)) return;
+  // Only hanzi are learned: a pick with punctuation or letters in it is no word, and one
+  // longer than the server learns (pinzi.converter.MAX_LEARNED_CHARS) is pasted text.
+  if (!learning || Array.from(hanzi).length > LONGEST_LEARNED
+      || !/^\p{Script=Han}+$/u.test(hanzi)) return;
   post("v1/learn", { pinyin: pinyin.replace(SEPARATORS_AT_ENDS, ""), hanzi,
                      scheme: scheme.value || null })
     .catch((error) => showStatus(`learn: ${error.message}`, true));
