@@ -30,6 +30,7 @@ Relative --data-root is taken from the repository root, whatever the working dir
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass
@@ -163,6 +164,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="held-out split [default: %(default)s]")
     parser.add_argument("--learning", choices=["off", "on", "both"], default="both",
                         help="type with learning off, on, or both in turn [default: both]")
+    parser.add_argument("--whole-margin", type=float, default=None,
+                        help="DecodingConfig.whole_margin to type with (tuning it on valid) "
+                             "[default: the model's]")
     args = parser.parse_args(argv)
     check_common_options(parser, args)
     return args
@@ -172,6 +176,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Tally]]:
     """Prints the table and returns {set or "overall": {"off"/"on": tally}}."""
     args = parse_args(argv)
     converter = load_converter(args.model)
+    if args.whole_margin is not None:
+        converter.decoding = dataclasses.replace(converter.decoding,
+                                                 whole_margin=args.whole_margin)
     modes = ["off", "on"] if args.learning == "both" else [args.learning]
     report: dict[str, dict[str, Tally]] = {}
     for name in args.sets:
@@ -184,7 +191,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Tally]]:
     report["overall"] = {mode: sum((by_mode[mode] for by_mode in report.values()), Tally())
                          for mode in modes}
     print(f"simulated typing on the {args.split} split: {args.limit or 'all'} consecutive "
-          f"clauses a set (seed {args.seed}), pages of {PAGE}, at most {PAGES}")
+          f"clauses a set (seed {args.seed}), pages of {PAGE}, at most {PAGES}, whole_margin "
+          f"{converter.decoding.whole_margin:g}")
     print("| set | learning | clauses | selections/clause | first right % | page turns/clause "
           "| failures | not learned | ms/clause |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")

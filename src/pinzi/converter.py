@@ -87,8 +87,9 @@ class DecodingConfig:
     # beam search keeps alive while they are spelled. 0: none.
     word_fitting: int = 0
     # A page of candidates lists the whole conversions scoring within this of the best one
-    # before the words the buffer starts with (pinzi.partial), the other ones after them.
-    whole_margin: float = 3.0
+    # before the words the buffer starts with (pinzi.partial), the other ones after them
+    # (tuned with bench/typing_sim.py on valid: the fewest picks and page turns a clause).
+    whole_margin: float = 6.0
     # Next-word prediction (pinzi.predict): the score of each character a predicted word has
     # beyond its first, and the weight of the word model's log-probability.
     predict_length_bonus: float = 1.0
