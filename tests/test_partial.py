@@ -107,3 +107,9 @@ def test_page_order_lists_whole_conversions_that_are_words_before_the_starts():
     assert [c.hanzi for c in ordered] == ["国际", "国籍", "国", "过急"]
     taught = page_order(whole, starts, whole_margin=3.0, taught={"过急"})
     assert [c.hanzi for c in taught] == ["国际", "过急", "国", "国籍"]
+
+
+def test_fuzzy_pinyin_reaches_the_starts_of_the_buffer(converter):
+    found = converter.candidates("zongguoren", k=30, fuzzy="z=zh")
+    assert found[0].hanzi == "中国人"
+    assert ("中", len("zong")) in {(c.hanzi, c.consumed) for c in found}
