@@ -28,14 +28,13 @@ from pinzi import __version__, cli_ime, cli_train
 from pinzi.backends import BACKENDS
 from pinzi.cli_ime import UserDirOption
 from pinzi.console import (
+    argument_or_lines,
     emit,
     error,
     print_json,
     print_tables,
     progress_bar,
-    stdin_lines,
     warn,
-    without_controls,
 )
 from pinzi.errors import PinziError
 from pinzi.evaluate import FORMS
@@ -180,10 +179,7 @@ def convert(
         else:
             emit("\t".join(c.hanzi for c in best))
 
-    if pinyin is not None:
-        convert_line(without_controls(pinyin))
-        return
-    for number, line in stdin_lines():
+    for number, line in argument_or_lines(pinyin):
         convert_line(line, number)
 
 
@@ -219,10 +215,7 @@ def pinyin_(
             before = read, wordlike
         emit("".join(out))
 
-    if text is not None:
-        spell(without_controls(text))
-        return
-    for _, line in stdin_lines():
+    for _, line in argument_or_lines(text):
         spell(line)
 
 

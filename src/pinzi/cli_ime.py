@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from pinzi.console import emit, stdin_lines, warn, without_controls
+from pinzi.console import argument_or_lines, emit, stdin_lines, warn, without_controls
 
 UserDirOption = Annotated[Path | None, typer.Option(
     help="Folder of what pinzi learns from your picks (`pinzi learn`, `pinzi serve "
@@ -54,10 +54,7 @@ def predict(
         else:
             emit("\t".join(p.hanzi for p in found))
 
-    if context is not None:
-        predict_line(without_controls(context))
-        return
-    for _, line in stdin_lines():
+    for _, line in argument_or_lines(context):
         predict_line(line)
 
 

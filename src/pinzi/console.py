@@ -46,6 +46,15 @@ def stdin_lines() -> Iterator[tuple[int, str]]:
         yield number, without_controls(decoded)
 
 
+def argument_or_lines(argument: str | None) -> Iterator[tuple[int | None, str]]:
+    """What a command converts: its argument (numbered None), or else every line of
+    standard input with its number (:func:`stdin_lines`)."""
+    if argument is not None:
+        yield None, without_controls(argument)
+    else:
+        yield from stdin_lines()
+
+
 def emit(line: str) -> None:
     """One result line on stdout, flushed at once (a pipe or co-process waits for it)."""
     sys.stdout.write(line + "\n")
