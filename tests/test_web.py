@@ -141,6 +141,16 @@ def sent_to(page, route: str) -> list[dict]:
     return bodies
 
 
+def typed_afresh(page, server, route: str) -> list[dict]:
+    """The page loaded afresh and woaibeijing typed until 我爱北京 leads the bar; the JSON
+    bodies posted to ``route`` from the start (:func:`sent_to`)."""
+    page.goto(server)
+    bodies = sent_to(page, route)
+    page.locator("#pinyin").press_sequentially("woaibeijing", delay=30)
+    sync_api.expect(page.locator("#candidates li.candidate").first).to_contain_text("我爱北京")
+    return bodies
+
+
 def shown(items) -> list[str]:
     """The hanzi of the bar ``items`` (each button holds its number, then the text)."""
     return items.locator("button").evaluate_all("buttons => buttons.map(b => b.lastChild.data)")
@@ -178,12 +188,9 @@ def test_a_word_for_the_start_of_the_pinyin_leaves_the_rest_to_convert(page, ser
 @pytest.mark.slow
 def test_the_page_keys_turn_pages_of_candidates(page, server):
     expect = sync_api.expect
-    page.goto(server)
-    asked = sent_to(page, "/v1/candidates")
+    asked = typed_afresh(page, server, "/v1/candidates")
     buffer, number = page.locator("#pinyin"), page.locator("#page-number")
     candidates = page.locator("#candidates li.candidate")
-    buffer.press_sequentially("woaibeijing", delay=30)
-    expect(candidates.first).to_contain_text("我爱北京")
     expect(page.locator("#pager")).to_be_visible()
     expect(page.locator("#previous-page")).to_be_disabled()  # nothing before page 1
     first_page = shown(candidates)
@@ -208,12 +215,9 @@ def test_the_page_keys_turn_pages_of_candidates(page, server):
 @pytest.mark.slow
 def test_a_commit_is_followed_by_predictions_that_digits_pick(page, server):
     expect = sync_api.expect
-    page.goto(server)
-    predicted = sent_to(page, "/v1/predict")
+    predicted = typed_afresh(page, server, "/v1/predict")
     buffer, text = page.locator("#pinyin"), page.locator("#committed")
     predictions = page.locator("#candidates li.prediction")
-    buffer.press_sequentially("woaibeijing", delay=30)
-    expect(page.locator("#candidates li.candidate").first).to_contain_text("我爱北京")
     page.keyboard.press("Space")
     expect(page.locator("#bar-label")).to_have_text("联想")
     expect(predictions.first).to_be_visible()
