@@ -29,7 +29,7 @@ from pinzi.words import WordModel
 
 MAX_PREFIX_PIECES = 8  # the longest start of the buffer offered on its own (longer: rare words)
 PREFIX_WORDS = 16  # listed words per length at the start of the buffer
-SINGLE_CHARS = 64  # characters offered for the first piece, the most likely first
+SINGLE_CHARS = 256  # characters offered for the first piece (a syllable has at most ~150)
 
 
 class Candidate(NamedTuple):
