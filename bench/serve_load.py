@@ -213,7 +213,9 @@ async def hostile(url: str, seconds: float, worst_case: int, hold: int) -> dict:
 
 def in_process(model: str | None, backend: str, keys: int) -> dict:
     """What the server's conversions cost without HTTP: ``keys`` keystrokes of the clients'
-    stream through :meth:`Converter.candidates` in this process, one at a time."""
+    stream through :meth:`Converter.candidates` in this process, one at a time, a page of 9
+    as the web page asks (whole conversions and the starts of the buffer), and the same with
+    whole conversions only (what the starts cost)."""
     from tune_decoding import RowCounter  # beside this file
 
     from pinzi import Converter
@@ -222,15 +224,18 @@ def in_process(model: str | None, backend: str, keys: int) -> dict:
     converter.scorer = counter = RowCounter(converter.scorer)
     stream = keystrokes(random.Random(0))
     typed = [next(stream) for _ in range(keys)]
-    for pinyin, context in typed[:20]:  # warm-up: lazy caches
-        converter.candidates(pinyin, k=5, context=context)
-    counter.rows = 0
-    started = time.perf_counter()
-    for pinyin, context in typed:
-        converter.candidates(pinyin, k=5, context=context)
-    elapsed = time.perf_counter() - started
-    return {"keystrokes": keys, "ms_per_keystroke": round(1000 * elapsed / keys, 2),
-            "readings_per_keystroke": round(counter.rows / keys, 2)}
+    report: dict = {"keystrokes": keys}
+    for name, partial in (("", True), ("_whole_only", False)):
+        for pinyin, context in typed[:20]:  # warm-up: lazy caches
+            converter.candidates(pinyin, k=9, context=context, partial=partial)
+        counter.rows = 0
+        started = time.perf_counter()
+        for pinyin, context in typed:
+            converter.candidates(pinyin, k=9, context=context, partial=partial)
+        elapsed = time.perf_counter() - started
+        report[f"ms_per_keystroke{name}"] = round(1000 * elapsed / keys, 2)
+    report["readings_per_keystroke"] = round(counter.rows / keys, 2)
+    return report
 
 
 def write_json(path: Path | None, report: dict) -> None:
@@ -262,7 +267,8 @@ def main() -> None:
     seconds = min(max(args.seconds, 1.0), MAX_SECONDS)
     if args.in_process > 0:
         report = in_process(args.model, args.backend, args.in_process)
-        print(f"in process: {report['ms_per_keystroke']} ms per keystroke, "
+        print(f"in process: {report['ms_per_keystroke']} ms per keystroke (a page of 9), "
+              f"{report['ms_per_keystroke_whole_only']} with whole conversions only; "
               f"{report['readings_per_keystroke']} readings decoded per keystroke")
         write_json(args.out, report)
         return
