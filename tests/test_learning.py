@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from pinzi.converter import Converter
-from pinzi.errors import DataError
+from pinzi.errors import DataError, OutputError
 from pinzi.learning import LEARNED_FILE, LearnedWords
 
 
@@ -100,3 +100,18 @@ def test_a_second_process_cannot_learn_into_the_same_folder(tmp_path):
          str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert "is being written by another pinzi process" in other.stdout
     held.close()
+
+
+def test_a_full_disk_keeps_the_file_and_the_pick_in_memory(tmp_path, monkeypatch):
+    store = LearnedWords(tmp_path)
+    store.record("音航")
+    before = (tmp_path / LEARNED_FILE).read_bytes()
+
+    def full(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("pinzi.learning.write_atomic", full)
+    with pytest.raises(OutputError, match="cannot save what was learned.*No space left"):
+        store.record("银航")
+    assert (tmp_path / LEARNED_FILE).read_bytes() == before
+    assert set(store.words.words) == {"音航", "银航"}

@@ -666,3 +666,17 @@ def test_a_damaged_learning_file_stops_the_start_with_its_name(tiny_model, tmp_p
     (tmp_path / "learned.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(PinziError, match="learned.json is damaged"):
         build_app(ServeConfig(model=str(tiny_model), backend="torch", user_dir=str(tmp_path)))
+
+
+def test_a_full_disk_is_507_and_the_server_goes_on(tiny_model, tmp_path, monkeypatch):
+    converter = Converter.from_pretrained(tiny_model, backend="torch", user_dir=tmp_path)
+
+    def full(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("pinzi.learning.write_atomic", full)
+    with TestClient(create_app(converter)) as client:
+        answer = client.post("/v1/learn", json={"pinyin": "yinhang", "hanzi": "音航"})
+        assert answer.status_code == 507 and "No space left" in answer.json()["detail"]
+        best = client.post("/v1/candidates", json={"pinyin": "yinhang"}).json()
+        assert best["candidates"][0]["hanzi"] == "音航"  # learned in memory all the same

@@ -24,7 +24,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from pinzi.decode import UserDict
-from pinzi.errors import DataError
+from pinzi.errors import DataError, OutputError
 from pinzi.io import exclusive, write_atomic
 
 LEARNED_FILE = "learned.json"
@@ -115,7 +115,12 @@ class LearnedWords:
             return
         payload = {"format": FORMAT, "version": VERSION, "clock": self._clock,
                    "words": {word: list(uses) for word, uses in self._uses.items()}}
-        write_atomic(self._path(), json.dumps(payload, ensure_ascii=False).encode("utf-8"))
+        try:
+            write_atomic(self._path(), json.dumps(payload, ensure_ascii=False).encode("utf-8"))
+        except OSError as err:  # a full disk: the file keeps what it had, memory the pick
+            raise OutputError(f"cannot save what was learned in {self._path()} ({err}): it "
+                              "counts until the server stops, and is saved with the next "
+                              "pick once there is room") from err
 
     def _read(self) -> None:
         path = self._path()

@@ -49,7 +49,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pinzi import __version__
 from pinzi.converter import Converter
-from pinzi.errors import PinziError, SettingsError
+from pinzi.errors import OutputError, PinziError, SettingsError
 from pinzi.guard import ConversionPool
 from pinzi.schemas import (
     ERRORS,
@@ -149,8 +149,10 @@ async def _http_error(request: Request, error: Exception) -> Response:
 
 
 async def _user_error(request: Request, error: Exception) -> JSONResponse:
-    # e.g. the converter's own ceiling (MAX_INPUT_CHARS), reached when Limits are set above it
-    return JSONResponse({"detail": str(error)}, status_code=422)
+    # e.g. the converter's own ceiling (MAX_INPUT_CHARS), reached when Limits are set above it,
+    # or a pick /v1/learn refuses; 507 when what was learned cannot be saved (a full disk)
+    status = 507 if isinstance(error, OutputError) else 422
+    return JSONResponse({"detail": str(error)}, status_code=status)
 
 
 def _bearer(api_key: str):
