@@ -312,7 +312,8 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
         return PredictResponse(context=body.context, predictions=[
             NextWord(hanzi=p.hanzi, score=round(p.score, 4)) for p in found])
 
-    @v1.post("/learn", response_model=LearnResponse, responses={404: {"model": Error}})
+    @v1.post("/learn", response_model=LearnResponse,
+             responses={404: {"model": Error}, 507: {"model": Error}})
     async def learn(body: LearnRequest) -> LearnResponse:  # type: ignore[valid-type]
         """Learn a pick: later conversions prefer ``hanzi`` where its pinyin fits, and a new
         word becomes a candidate, by its initials too. Kept in the server's --user-dir."""
@@ -323,7 +324,8 @@ def create_app(converter: Converter, *, adapters: Mapping[str, Converter] | None
                                      scheme=body.scheme))
         return LearnResponse(learned=len(converter.learned))
 
-    @v1.delete("/learn", response_model=ForgetResponse, responses={404: {"model": Error}})
+    @v1.delete("/learn", response_model=ForgetResponse,
+               responses={404: {"model": Error}, 507: {"model": Error}})
     async def forget() -> ForgetResponse:
         """Forget everything learned."""
         if not learning:
