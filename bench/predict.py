@@ -16,10 +16,14 @@ The systems:
 
 ``--grid`` ranks the candidates with every pair of length_bonus x word_weight on the validation
 split and prints the best pairs: DecodingConfig.predict_length_bonus and predict_word_weight
-are set from it. Figures on stdout, progress on stderr.
+are set from it. ``--learning`` measures what the user's own text adds: ``--limit``
+consecutive clauses a set are typed in order, each learned once its boundaries are predicted
+(as the web page learns every commit), and pinzi's hit rates are given without and with the
+learned phrases (``Predictor.continuations``). Figures on stdout, progress on stderr.
 
     .venv/bin/python bench/predict.py                        # test split, 500 clauses a set
     .venv/bin/python bench/predict.py --grid                 # tuning, on the valid split
+    .venv/bin/python bench/predict.py --learning --boundaries 0
     .venv/bin/python bench/predict.py --sets weibo,kdconv --limit 100 --boundaries 0
 
 Relative --data-root is taken from the repository root, whatever the working directory.
@@ -37,10 +41,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pinzi.converter import Converter
+from pinzi.converter import MAX_LEARNED_CHARS, Converter
 from pinzi.errors import PinziError
 from pinzi.evaluate import DEFAULT_SEED, split_clauses
 from pinzi.io import open_text
+from pinzi.learning import LearnedWords
 from pinzi.predict import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -197,6 +202,31 @@ def grid_hit_counts(converter: Converter, items: Sequence[Item], bonuses: Sequen
     return {pair: {f"top{k}": counts[k] for k in TOP} for pair, counts in hits.items()}
 
 
+def learning_hit_counts(converter: Converter, clauses: Sequence[str], per_clause: int,
+                        rng: random.Random) -> dict[str, dict[str, int]]:
+    """pinzi's hits (``top1``, ``top5``) over the boundaries of ``clauses`` typed in order,
+    "off" without and "on" with the phrases learned from the clauses before (each clause is
+    learned once its boundaries are predicted), and "boundaries"."""
+    decoding = converter.decoding
+    predictor = Predictor(converter.ngram, converter.tokenizer.chars, converter.words,
+                          length_bonus=decoding.predict_length_bonus,
+                          word_weight=decoding.predict_word_weight)
+    learned = LearnedWords()
+    hits = {mode: dict.fromkeys(TOP, 0) for mode in ("off", "on")}
+    total = 0
+    for clause in clauses:
+        for context, target in boundaries(clause, converter.words.split, per_clause, rng):
+            total += 1
+            for mode, phrases in (("off", None), ("on", learned.words)):
+                found = [p.hanzi for p in predictor.predict(context, max(TOP), phrases)]
+                for k in TOP:
+                    hits[mode][k] += target in found[:k]
+        if 1 < len(clause) <= MAX_LEARNED_CHARS:
+            learned.record(clause)
+    return {"boundaries": {"all": total}} | {
+        mode: {f"top{k}": counts[k] for k in TOP} for mode, counts in hits.items()}
+
+
 def held_out_items(converter: Converter, args: argparse.Namespace) -> dict[str, list[Item]]:
     """Per set, the (context, target) items of its sampled clauses."""
     items = {}
@@ -289,6 +319,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="word boundaries sampled per clause; 0 = all [default: %(default)s]")
     parser.add_argument("--grid", action="store_true",
                         help="tune length_bonus x word_weight on the valid split")
+    parser.add_argument("--learning", action="store_true",
+                        help="pinzi without and with the phrases learned from the clauses "
+                             "typed before (consecutive clauses, in order)")
     parser.add_argument("--bonuses", type=numbers, default=GRID_BONUSES,
                         help="the grid's length_bonus values [default: 0,1,2,3,4]")
     parser.add_argument("--weights", type=numbers, default=GRID_WEIGHTS,
@@ -303,6 +336,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def learning_report(converter: Converter, args: argparse.Namespace) -> dict:
+    """Prints and returns {set or "overall": learning_hit_counts} (see --learning)."""
+    report: dict[str, dict] = {}
+    for name in args.sets:
+        clauses = held_out_clauses(set_file(args.data_root, name, args.split), args.limit,
+                                   args.seed, consecutive=True)
+        log(f"[{name}] {len(clauses)} clauses typed in order")
+        report[name] = learning_hit_counts(converter, clauses, args.boundaries,
+                                           random.Random(f"{args.seed}:{name}"))
+    report["overall"] = {key: {part: sum(entry[key][part] for entry in report.values())
+                               for part in next(iter(report.values()))[key]}
+                         for key in ("boundaries", "off", "on")}
+    print(f"next-word prediction with learning, on the {args.split} split: {args.limit or 'all'}"
+          f" consecutive clauses a set (seed {args.seed}), each learned after it is predicted")
+    print("| set | boundaries | top-1 % off / on | top-5 % off / on |")
+    print("|---|---:|---:|---:|")
+    for name, entry in report.items():
+        total = entry["boundaries"]["all"]
+        print(f"| {name} | {total} | {share(entry['off']['top1'], total)} / "
+              f"{share(entry['on']['top1'], total)} | {share(entry['off']['top5'], total)} / "
+              f"{share(entry['on']['top5'], total)} |")
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Prints the report (or the grid) and returns it."""
     args = parse_args(argv)
@@ -311,6 +368,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: the model {args.model or '(shipped)'} has no character "
                          "n-gram or no word list (ngram.npz, words.tsv.gz): prediction "
                          "needs both")
+    if args.learning:
+        return learning_report(converter, args)
     items = held_out_items(converter, args)
     print(f"next-word prediction on the {args.split} split: {args.limit or 'all'} clauses a "
           f"set, {args.boundaries or 'all'} boundaries a clause, seed {args.seed}; "

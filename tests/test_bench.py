@@ -237,6 +237,19 @@ def test_predict_bench(worded_model, held_out_root, capsys):
     assert "validation boundaries" in capsys.readouterr().out
 
 
+def test_predicting_with_learning_sees_a_repeated_text(worded_model):
+    from pinzi import Converter
+
+    predict = load_bench("predict")
+    converter = Converter.from_pretrained(worded_model, backend="torch")
+    text = SENTENCES[:6] * 2  # what was typed once comes again
+    counts = predict.learning_hit_counts(converter, text, 0, random.Random(0))
+    assert counts["boundaries"]["all"] == 2 * sum(
+        len(converter.words.split(clause)) - 1 for clause in SENTENCES[:6])
+    assert counts["on"]["top1"] > counts["off"]["top1"]
+    assert counts["off"]["top5"] <= counts["on"]["top5"] <= counts["boundaries"]["all"]
+
+
 def test_predict_bench_refuses_bad_options(tiny_model, held_out_root):
     predict = load_bench("predict")
     for argv in (["--grid", "--split", "test"], ["--sets", "nope"], ["--limit", "-1"]):

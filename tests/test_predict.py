@@ -6,6 +6,7 @@ import pytest
 
 from pinzi.converter import Converter
 from pinzi.corpus import load_prepared
+from pinzi.decode import UserDict
 from pinzi.ngram import CharNgram
 from pinzi.predict import Predictor
 from pinzi.text import is_hanzi
@@ -47,3 +48,23 @@ def test_prediction_options_and_edges(converter, tiny_model):
     assert converter.predict("ascii only, 😀", k=2)  # unknown characters: a fresh start
     no_ngram = Converter.from_pretrained(tiny_model, backend="torch", ngram=None)
     assert no_ngram.predict("我爱北京") == []
+
+
+def test_learned_phrases_lead_with_the_word_that_follows_the_context(converter):
+    words = WordModel({"北京": -3.0, "看看": -3.0, "上海": -3.0},
+                      {"北京": "bei'jing", "看看": "kan'kan", "上海": "shang'hai"})
+    predictor = Predictor(converter.ngram, converter.tokenizer.chars, words)
+    learned = UserDict({"我想去北京看看": 5.0, "我们去北京玩": 1.0, "去上海": 9.0})
+    # the longest tail of the context found in a phrase first: 我们去北京 -> 玩
+    found = [p.hanzi for p in predictor.predict("昨天我们去北京", 5, learned)]
+    assert found[:2] == ["玩", "看看"] and len(found) == 5 and len(set(found)) == 5
+    assert [p.hanzi for p in predictor.continuations("我想", learned)] == ["去"]
+    assert predictor.continuations("北京看看", learned) == []  # nothing follows it
+    assert predictor.continuations("京", learned) == []  # one character says too little
+
+
+def test_what_the_converter_learns_is_predicted(converter):
+    converter.learn("tamenzhengzaikaihui", "他们正在开会")
+    assert converter.predict("我们正在", 1)[0].hanzi == "开"  # no word list here: characters
+    converter.forget()
+    assert converter.predict("我们正在", 1)[0].score < 0

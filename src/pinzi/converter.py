@@ -312,7 +312,8 @@ class Converter:
         traditional = self.traditional if traditional is None else traditional
         if self._predictor is None or k < 1:
             return []
-        found = self._predictor.predict(to_simplified(context) if traditional else context, k)
+        found = self._predictor.predict(to_simplified(context) if traditional else context, k,
+                                        self.learned.words)
         return [Prediction(to_traditional(p.hanzi), p.score) for p in found] if traditional \
             else found
 

@@ -10,19 +10,23 @@ those characters start and tells words from fragments. A candidate's score is
 
 where ``length_bonus`` pays for the boundary the n-gram cannot see (a chain's probability only
 falls as it grows, so without it the single characters always win) and the word model's
-unigram log-probability prefers words to strings that are none. Both weights are
+unigram log-probability prefers words to strings that are none. What the user has committed
+comes first: where a learned phrase goes on from the context's last characters, its next word
+leads the predictions (我想去北京看看 learned, 看看 after …去北京). Both weights are
 :class:`~pinzi.converter.DecodingConfig` fields, tuned on validation text by
 ``bench/predict.py``, which also measures the n-gram alone (its likeliest next characters).
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from functools import cached_property
 from typing import NamedTuple
 
 import numpy as np
 
+from pinzi.decode import UserDict
 from pinzi.ngram import CharNgram
 from pinzi.text import is_hanzi
 from pinzi.words import WordModel
@@ -30,6 +34,7 @@ from pinzi.words import WordModel
 NEXT_CHARS = 48  # the likeliest next characters whose words are considered
 WORDS_PER_CHAR = 12  # listed words considered per next character, the most probable first
 LONGEST_WORD = 4  # characters of a predicted word (longer words are mostly names)
+LONGEST_TAIL = 8  # characters of the context a learned phrase is matched on
 
 
 class Prediction(NamedTuple):
@@ -50,9 +55,39 @@ class Predictor:
         self._ids = {char: i for i, char in enumerate(chars)}
         self._hanzi = np.array([is_hanzi(c) for c in chars], dtype=bool)
 
-    def predict(self, context: str, k: int = 5) -> list[Prediction]:
+    def predict(self, context: str, k: int = 5,
+                learned: UserDict | None = None) -> list[Prediction]:
         """The ``k`` likeliest next words after ``context`` (hanzi committed so far; blank:
-        the start of a text), best first."""
+        the start of a text), best first. ``learned``: phrases the user has committed
+        (:class:`~pinzi.learning.LearnedWords`); where one goes on from the context's last
+        characters, the word that follows comes first (:meth:`continuations`)."""
+        found = self.continuations(context, learned) if learned else []
+        return (found + [p for p in self._from_models(context, k + len(found))
+                         if p.hanzi not in {f.hanzi for f in found}])[:k]
+
+    def continuations(self, context: str, learned: UserDict) -> list[Prediction]:
+        """The words that follow the context's last 2 to :data:`LONGEST_TAIL` characters in
+        the learned phrases: the longest such tail first, then the most picked phrase; scored
+        0 (certain). A linear scan: prediction runs once a commit, not once a keystroke."""
+        found: dict[str, tuple[int, float]] = {}  # word -> (tail, phrase's weight)
+        last_two = context[-2:]
+        # a snapshot: a learning thread may add words while this one predicts
+        for phrase, weight in tuple(learned.words.items()):
+            if len(last_two) < 2 or last_two not in phrase:
+                continue
+            for size in range(min(len(context), LONGEST_TAIL), 1, -1):
+                at = phrase.find(context[-size:])
+                if at >= 0 and at + size < len(phrase):
+                    rest = phrase[at + size:]
+                    word = self.words.split(rest)[0] if self.words is not None else rest[0]
+                    if (size, weight) > found.get(word, (0, -math.inf)):
+                        found[word] = (size, weight)
+                    break
+        ranked = sorted(found.items(), key=lambda item: (-item[1][0], -item[1][1], item[0]))
+        return [Prediction(word, 0.0) for word, _ in ranked]
+
+    def _from_models(self, context: str, k: int) -> list[Prediction]:
+        """The ``k`` likeliest next words by the n-gram and the word list."""
         before = list(self.lm.history([self._ids.get(c, -1) for c in context[-2:]]))
         every = np.arange(len(self.chars))
         first = self.lm.score(np.full(len(every), before[0]), np.full(len(every), before[1]),
