@@ -680,3 +680,18 @@ def test_a_full_disk_is_507_and_the_server_goes_on(tiny_model, tmp_path, monkeyp
         assert answer.status_code == 507 and "No space left" in answer.json()["detail"]
         best = client.post("/v1/candidates", json={"pinyin": "yinhang"}).json()
         assert best["candidates"][0]["hanzi"] == "音航"  # learned in memory all the same
+
+
+@pytest.fixture(scope="module")
+def learning_client(tiny_model, tmp_path_factory):
+    converter = Converter.from_pretrained(tiny_model, backend="torch",
+                                          user_dir=tmp_path_factory.mktemp("learning"))
+    with TestClient(create_app(converter), raise_server_exceptions=False) as client:
+        yield client
+
+
+@settings(max_examples=40, deadline=None)
+@given(pinyin=st.text(max_size=40), hanzi=st.text(max_size=40))
+def test_no_pick_a_client_sends_is_a_500(learning_client, pinyin, hanzi):
+    answer = learning_client.post("/v1/learn", json={"pinyin": pinyin, "hanzi": hanzi})
+    assert answer.status_code in (200, 422), answer.text
