@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> dict:
     if not args.no_model:
         import torch
 
-        from pinzi.converter import Converter, DecodingConfig
+        from pinzi.converter import Converter
+        from pinzi.decoding_config import DecodingConfig
         from pinzi.errors import PinziError
         from pinzi.hub import resolve_model
 

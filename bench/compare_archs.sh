@@ -33,7 +33,7 @@ for arch in transformer lstm-attention; do
   cp "$run"/{config.json,model.safetensors,vocab.json,tokenizer_config.json} "$run-alone/"
   .venv/bin/python - "$run-alone" <<'EOF'
 import sys
-from pinzi.converter import DecodingConfig
+from pinzi.decoding_config import DecodingConfig
 DecodingConfig(lm_weight=0, reading_prior=0, word_weight=0, word_fitting=0).save(sys.argv[1])
 EOF
   # The full decoder: the run's trigram tables, the shipped word list and decoding settings.

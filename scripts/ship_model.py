@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from pinzi.converter import DECODING_FILE
+from pinzi.decoding_config import DECODING_FILE
 from pinzi.export import export_onnx
 from pinzi.hub import shipped_model_path
 from pinzi.model import PinziForPinyin, load_pretrained

@@ -8,8 +8,9 @@ import sys
 import pytest
 
 from pinzi import Converter
-from pinzi.converter import MAX_INPUT_CHARS, DecodingConfig
+from pinzi.converter import MAX_INPUT_CHARS
 from pinzi.decode import UserDict
+from pinzi.decoding_config import DecodingConfig
 from pinzi.errors import DataError, InputTooLong, SettingsError
 from pinzi.lexicon import Lexicon
 from pinzi.pinyin import parse, segmentations

@@ -17,7 +17,8 @@ from huggingface_hub import constants
 from typer.testing import CliRunner
 
 from pinzi.cli import app
-from pinzi.converter import Converter, DecodingConfig
+from pinzi.converter import Converter
+from pinzi.decoding_config import DecodingConfig
 from pinzi.errors import ModelLoadError
 from pinzi.export import export_onnx
 from pinzi.hub import hub_reachable, model_config, resolve_model, shipped_model_path

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pinzi.converter import Converter, DecodingConfig
+from pinzi.converter import Converter
 from pinzi.decode import UserDict
+from pinzi.decoding_config import DecodingConfig
 from pinzi.partial import Candidate, page_order, typed_lengths
 from pinzi.words import WordModel
 

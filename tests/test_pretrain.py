@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import TINY_SETTINGS
 
-from pinzi.converter import DECODING_FILE, DecodingConfig
+from pinzi.decoding_config import DECODING_FILE, DecodingConfig
 from pinzi.errors import SettingsError, TrainingError
 from pinzi.model import PinziForPinyin, load_pretrained
 from pinzi.pretrain import pretrain

@@ -9,7 +9,8 @@ import math
 import pytest
 
 from pinzi import Converter
-from pinzi.converter import FITTING_PIECES, DecodingConfig
+from pinzi.converter import FITTING_PIECES
+from pinzi.decoding_config import DecodingConfig
 from pinzi.errors import ModelLoadError
 from pinzi.pinyin import parse
 from pinzi.words import WORDS_FILE, WordModel

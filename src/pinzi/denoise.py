@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pinzi.converter import DecodingConfig
 from pinzi.corpus import TokenizedCorpus
+from pinzi.decoding_config import DecodingConfig
 from pinzi.lexicon import Lexicon
 from pinzi.lora import has_adapter, save_adapter
 from pinzi.ngram import CharNgram

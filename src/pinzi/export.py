@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from pinzi.backends import INPUTS, ONNX_FILE, OnnxScorer, onnxruntime_available
-from pinzi.converter import SIDE_FILES, DecodingConfig
+from pinzi.converter import SIDE_FILES
+from pinzi.decoding_config import DecodingConfig
 from pinzi.errors import ModelLoadError, SettingsError
 from pinzi.hub import resolve_model
 from pinzi.model import PinziForPinyin, load_pretrained

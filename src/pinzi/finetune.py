@@ -33,8 +33,9 @@ from typing import Any
 import torch
 
 from pinzi.backends import TorchScorer
-from pinzi.converter import SIDE_FILES, Converter, DecodingConfig
+from pinzi.converter import SIDE_FILES, Converter
 from pinzi.corpus import load_prepared
+from pinzi.decoding_config import DecodingConfig
 from pinzi.denoise import NoiseConfig, PinyinDenoisingTask, TokenTables
 from pinzi.errors import DataError, ModelLoadError, SettingsError
 from pinzi.evaluate import FORMS, clauses_from_lines, evaluate_clauses, read_clauses

@@ -13,7 +13,7 @@ falls as it grows, so without it the single characters always win) and the word 
 unigram log-probability prefers words to strings that are none. What the user has committed
 comes first: where a learned phrase goes on from the context's last characters, its next word
 leads the predictions (我想去北京看看 learned, 看看 after …去北京). Both weights are
-:class:`~pinzi.converter.DecodingConfig` fields, tuned on validation text by
+:class:`~pinzi.decoding_config.DecodingConfig` fields, tuned on validation text by
 ``bench/predict.py``, which also measures the n-gram alone (its likeliest next characters).
 """
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from pinzi.converter import DecodingConfig
 from pinzi.corpus import CHARS_FILE, load_prepared
+from pinzi.decoding_config import DecodingConfig
 from pinzi.denoise import NoiseConfig, PinyinDenoisingTask, TokenTables
 from pinzi.errors import SettingsError
 from pinzi.hub import resolve_model

@@ -6,7 +6,7 @@ big-corpus statistics (``scripts/build_words.py``: jieba, wordfreq, Wiktionary) 
 of a text's best segmentation into listed words (a unigram model, searched by dynamic
 programming as jieba does); a character no listed word covers costs :attr:`WordModel.unknown`.
 Decoding adds ``word_weight`` times that score to each of its n-best conversions and ranks
-them again (:class:`pinzi.converter.DecodingConfig`).
+them again (:class:`pinzi.decoding_config.DecodingConfig`).
 
 :meth:`WordModel.fitting` finds the listed words whose reading fits a stretch of typed pinyin
 pieces (full syllables, initials or an unfinished syllable: ``bj`` fits 北京), so that decoding
