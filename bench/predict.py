@@ -143,13 +143,24 @@ def boundaries(clause: str, split: Callable[[str], list[str]], per_clause: int,
     return items
 
 
+def worded_predictor(converter: Converter, length_bonus: float | None = None,
+                     word_weight: float | None = None) -> Predictor:
+    """A Predictor over the converter's n-gram and word list, with its DecodingConfig's
+    weights where none are given."""
+    decoding = converter.decoding
+    return Predictor(converter.ngram, converter.tokenizer.chars, converter.words,
+                     length_bonus=decoding.predict_length_bonus if length_bonus is None
+                     else length_bonus,
+                     word_weight=decoding.predict_word_weight if word_weight is None
+                     else word_weight)
+
+
 def systems(converter: Converter) -> dict[str, Predict]:
     """The predictors measured, by name (see the module's docstring)."""
-    decoding = converter.decoding
 
-    def predictor(length_bonus: float, word_weight: float) -> Predict:
-        ranker = Predictor(converter.ngram, converter.tokenizer.chars, converter.words,
-                           length_bonus=length_bonus, word_weight=word_weight)
+    def predictor(length_bonus: float | None = None,
+                  word_weight: float | None = None) -> Predict:
+        ranker = worded_predictor(converter, length_bonus, word_weight)
         return lambda context, k: [p.hanzi for p in ranker.predict(context, k)]
 
     # Without a word list a Predictor ranks the next hanzi by the n-gram's probability alone.
@@ -157,8 +168,8 @@ def systems(converter: Converter) -> dict[str, Predict]:
     return {
         "pinzi": lambda context, k: [p.hanzi for p in converter.predict(context, k)],
         "n-gram": lambda context, k: [p.hanzi for p in chars_alone.predict(context, k)],
-        "word_weight 0": predictor(decoding.predict_length_bonus, 0.0),
-        "length_bonus 0": predictor(0.0, decoding.predict_word_weight),
+        "word_weight 0": predictor(word_weight=0.0),
+        "length_bonus 0": predictor(length_bonus=0.0),
     }
 
 
@@ -207,10 +218,7 @@ def learning_hit_counts(converter: Converter, clauses: Sequence[str], per_clause
     """pinzi's hits (``top1``, ``top5``) over the boundaries of ``clauses`` typed in order,
     "off" without and "on" with the phrases learned from the clauses before (each clause is
     learned once its boundaries are predicted), and "boundaries"."""
-    decoding = converter.decoding
-    predictor = Predictor(converter.ngram, converter.tokenizer.chars, converter.words,
-                          length_bonus=decoding.predict_length_bonus,
-                          word_weight=decoding.predict_word_weight)
+    predictor = worded_predictor(converter)
     learned = LearnedWords()
     hits = {mode: dict.fromkeys(TOP, 0) for mode in ("off", "on")}
     total = 0

@@ -67,7 +67,7 @@ def test_what_is_learned_is_kept_in_the_folder_and_read_back(tiny_model, tmp_pat
     first.learned.close()
     again = Converter.from_pretrained(tiny_model, backend="torch", user_dir=tmp_path)
     assert again.convert("yinhang") == "音航"
-    assert again.learned.words.words["音航"] > first.learned.words.words["音航"] - 1e-9
+    assert again.learned.words.words["音航"] == first.learned.words.words["音航"]  # 2 picks
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 

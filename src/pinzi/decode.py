@@ -223,8 +223,9 @@ def place_user_words(found: list[tuple[str, float]], positions: Sequence[Positio
         return found
     offsets = np.cumsum([0] + [1 if isinstance(p, Position) else len(p) for p in positions])
     scored = dict(found)
+    needs_edges = split is not None and any(f.whole_words for f in fits)
     for text, score in found:
-        edges = _word_edges(text, split) if split is not None else None
+        edges = _word_edges(text, split) if needs_edges else None
         usable = [f for f in fits if not f.whole_words or edges is None or (
             offsets[f.start] in edges and offsets[f.start] + len(f.word) in edges)]
         chosen: list[Fit] = []
@@ -257,7 +258,9 @@ def _word_edges(text: str, split: Callable[[str], list[str]]) -> set[int]:
 def user_word_fits(positions: Sequence[Position | str], userdicts: Sequence[UserDict],
                    abbreviated: Sequence[bool]) -> list[Fit]:
     """Every place a word of ``userdicts`` fits."""
-    fits = []
+    fits: list[Fit] = []
+    if not any(userdicts):
+        return fits
     candidates = [set(p.chars) if isinstance(p, Position) else set() for p in positions]
     for userdict in userdicts:
         for start, here in enumerate(candidates):

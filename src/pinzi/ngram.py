@@ -119,7 +119,7 @@ class CharNgram:
         """The two characters before what follows a text ending in characters ``ids``
         (their indices; a negative one is no character the tables know, and starts afresh
         as ``bos`` does)."""
-        before2, before1 = ([self.bos, self.bos] + [i if i >= 0 else -1 for i in ids])[-2:]
+        before2, before1 = ([-1, -1] + list(ids))[-2:]
         if before1 < 0:
             return self.bos, self.bos
         return (before2 if before2 >= 0 else self.bos), before1

@@ -76,7 +76,7 @@ class PrefixScorer:
                              in self.words.fitting(allowed, PREFIX_WORDS) if start == 0)
         texts.update((char, 0.0) for char in firsts[0].chars[:SINGLE_CHARS])
         # A listed word may spell a reading the lexicon does not give its character.
-        spelled = [set(p.chars) for p in firsts]
+        spelled = [set(p.chars) for p in firsts[:max(map(len, texts))]]
         texts = {text: margin for text, margin in texts.items()
                  if all(c in spelled[i] for i, c in enumerate(text))}
         abbreviated = [p.kind in ("initial", "prefix") for p in reading[:longest]]

@@ -210,12 +210,8 @@ class WordModel:
         best = [(0.0, 0)] + [(-math.inf, 0)] * len(run)  # (log-probability, start of last word)
         for end in range(1, len(run) + 1):
             for size in range(1, min(self.longest, end) + 1):
-                logprob = self.logprobs.get(run[end - size:end])
-                if logprob is None:
-                    if size > 1:
-                        continue
-                    logprob = self.unknown
-                if best[end - size][0] + logprob > best[end][0]:
+                logprob = self._word_logprob(run[end - size:end])
+                if logprob is not None and best[end - size][0] + logprob > best[end][0]:
                     best[end] = (best[end - size][0] + logprob, end - size)
         words, end = [], len(run)
         while end:
@@ -242,10 +238,13 @@ class WordModel:
             return 0.0
         best = -math.inf
         for size in range(1, min(self.longest, len(run)) + 1):
-            logprob = self.logprobs.get(run[-size:])
-            if logprob is None:
-                if size > 1:
-                    continue
-                logprob = self.unknown
-            best = max(best, self._segment(run[:-size]) + logprob)
+            logprob = self._word_logprob(run[-size:])
+            if logprob is not None:
+                best = max(best, self._segment(run[:-size]) + logprob)
         return best
+
+    def _word_logprob(self, piece: str) -> float | None:
+        """A stretch's log-probability as one word of a segmentation: a listed word's, the
+        unknown character's for any other single character, None for other stretches."""
+        logprob = self.logprobs.get(piece)
+        return self.unknown if logprob is None and len(piece) == 1 else logprob
